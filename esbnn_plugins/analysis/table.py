@@ -1,0 +1,33 @@
+"""Plain-text and Markdown tables for the analysis reports."""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    return str(value)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], markdown: bool = False) -> str:
+    """Right-aligned numbers, left-aligned text; ``markdown=True`` gives a GitHub table."""
+    cells: List[List[str]] = [[_cell(v) for v in row] for row in rows]
+    numeric = [all(isinstance(row[i], (int, float)) for row in rows) if rows else False
+               for i in range(len(headers))]
+    if markdown:
+        sep = ["---:" if n else "---" for n in numeric]
+        lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(sep) + " |"]
+        lines += ["| " + " | ".join(row) + " |" for row in cells]
+        return "\n".join(lines)
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric)).rstrip()
+
+    rule = "-" * len(line(["-" * w for w in widths]))
+    return "\n".join([rule, line(headers), rule, *[line(row) for row in cells], rule])

@@ -1,0 +1,143 @@
+"""Binary ResNets with ES layers: Bi-Real / ReActNet-ResNet-18 layout and a CIFAR-style ResNet-20.
+
+One binary 3x3 conv per residual (Bi-Real Net), a real-valued shortcut, and on downsampling an
+average pool followed by a full-precision 1x1 conv (ReActNet). The stem and classifier are full
+precision; the stream is widened by ``expand_ratio * groups`` right after the stem and reduced
+back to nominal width (``slice`` or ``mean``) before the output (METHOD.md section 2).
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Tuple
+
+from torch import Tensor, nn
+
+from ..ops import ESBinaryConv2d, ESConv2d, RPReLU, expand, reduce
+from ..ops.binarizers import BinarizerCfg
+from ..ops.stream import REDUCE_MODES
+
+BLOCK_ACTIVATIONS = ("rprelu", "prelu", "hardtanh", "identity")
+
+ARCHS: Dict[int, dict] = {
+    20: dict(stem="cifar", widths=(16, 32, 64), blocks=(3, 3, 3)),
+    18: dict(stem="imagenet", widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2)),
+}
+"""Depth -> layout. Each basic block holds two binary units (one 3x3 conv each)."""
+
+
+def build_block_activation(name: str, channels: int) -> nn.Module:
+    """The per-channel activation after each residual add."""
+    if name == "rprelu":
+        return RPReLU(channels)
+    if name == "prelu":
+        return nn.PReLU(channels)
+    if name == "hardtanh":
+        return nn.Hardtanh()
+    if name == "identity":
+        return nn.Identity()
+    raise ValueError(f"unknown block activation {name!r}; expected one of {BLOCK_ACTIVATIONS}")
+
+
+class ESBinaryUnit(nn.Module):
+    """Binary 3x3 ES conv -> BN -> + shortcut -> activation, all at width ``channels * tau * g``."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, expand_ratio: int = 1,
+                 groups: int = 1, act_binarizer: BinarizerCfg = "approx_sign",
+                 weight_binarizer: BinarizerCfg = "scaled_sign", activation: str = "rprelu") -> None:
+        super().__init__()
+        width = out_channels * expand_ratio * groups
+        es = dict(expand_ratio=expand_ratio, groups=groups)
+        self.conv = ESBinaryConv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False,
+                                   act_binarizer=act_binarizer, weight_binarizer=weight_binarizer, **es)
+        self.bn = nn.BatchNorm2d(width)
+        if stride == 1 and in_channels == out_channels:
+            self.shortcut = nn.Identity()
+        else:
+            pool = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1 \
+                else nn.Identity()
+            self.shortcut = nn.Sequential(pool, ESConv2d(in_channels, out_channels, 1, bias=False, **es),
+                                          nn.BatchNorm2d(width))
+        self.activation = build_block_activation(activation, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.activation(self.bn(self.conv(x)) + self.shortcut(x))
+
+
+class ESBinaryResNet(nn.Module):
+    """ES binary ResNet (depth 18 or 20); ``expand_ratio=1, groups=1`` is the baseline BNN.
+
+    With ``num_classes`` it returns the logits of the last stage; without, a tuple of the stage
+    outputs listed in ``out_indices``, each reduced to nominal width (for a framework's neck and head).
+    """
+
+    def __init__(self, depth: int = 18, in_channels: int = 3, expand_ratio: int = 1, groups: int = 1,
+                 act_binarizer: BinarizerCfg = "approx_sign", weight_binarizer: BinarizerCfg = "scaled_sign",
+                 activation: str = "rprelu", reduce_mode: str = "slice", num_classes: Optional[int] = None,
+                 out_indices: Optional[Sequence[int]] = None) -> None:
+        super().__init__()
+        if depth not in ARCHS:
+            raise ValueError(f"ESBinaryResNet: depth must be one of {sorted(ARCHS)}, got {depth!r}")
+        if reduce_mode not in REDUCE_MODES:
+            raise ValueError(f"ESBinaryResNet: reduce_mode must be one of {REDUCE_MODES}, got {reduce_mode!r}")
+        if activation not in BLOCK_ACTIVATIONS:
+            raise ValueError(f"ESBinaryResNet: activation must be one of {BLOCK_ACTIVATIONS}, got {activation!r}")
+        arch = ARCHS[depth]
+        widths, blocks = arch["widths"], arch["blocks"]
+        num_stages = len(widths)
+        self.out_indices: Tuple[int, ...] = tuple(out_indices) if out_indices is not None else (num_stages - 1,)
+        for index in self.out_indices:
+            if not 0 <= index < num_stages:
+                raise ValueError(f"ESBinaryResNet-{depth}: out_indices entries must be in [0, {num_stages}), "
+                                 f"got {index}")
+        self.depth, self.expand_ratio, self.groups, self.reduce_mode = depth, expand_ratio, groups, reduce_mode
+
+        if arch["stem"] == "cifar":
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
+                                      nn.BatchNorm2d(widths[0]))
+        else:
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 7, stride=2, padding=3, bias=False),
+                                      nn.BatchNorm2d(widths[0]), nn.MaxPool2d(3, stride=2, padding=1))
+        unit_cfg = dict(expand_ratio=expand_ratio, groups=groups, act_binarizer=act_binarizer,
+                        weight_binarizer=weight_binarizer, activation=activation)
+        self.stages = nn.ModuleList()
+        in_ch = widths[0]
+        for stage, (width, num_blocks) in enumerate(zip(widths, blocks)):
+            units = []
+            for unit in range(2 * num_blocks):
+                stride = 2 if stage > 0 and unit == 0 else 1
+                try:
+                    units.append(ESBinaryUnit(in_ch, width, stride, **unit_cfg))
+                except ValueError as err:
+                    raise ValueError(f"ESBinaryResNet-{depth} stages.{stage}.{unit}: {err}") from None
+                in_ch = width
+            self.stages.append(nn.Sequential(*units))
+        self.head = None
+        if num_classes is not None:
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_ch, num_classes))
+
+    def forward(self, x: Tensor) -> Tensor | Tuple[Tensor, ...]:
+        x = expand(self.stem(x), self.expand_ratio, self.groups)
+        outs = []
+        for index, stage in enumerate(self.stages):
+            x = stage(x)
+            if self.head is None and index in self.out_indices:
+                outs.append(self._reduce(x))
+        if self.head is not None:
+            return self.head(self._reduce(x))
+        return tuple(outs)
+
+    def _reduce(self, x: Tensor) -> Tensor:
+        return reduce(x, self.expand_ratio, self.groups, self.reduce_mode)
+
+
+def resnet20(**kwargs) -> ESBinaryResNet:
+    """CIFAR-style ES binary ResNet-20 (16-32-64 channels, 3x3 stem)."""
+    return ESBinaryResNet(depth=20, **kwargs)
+
+
+def resnet18(**kwargs) -> ESBinaryResNet:
+    """Bi-Real / ReActNet-style ES binary ResNet-18."""
+    return ESBinaryResNet(depth=18, **kwargs)
+
+
+__all__ = ["ARCHS", "BLOCK_ACTIVATIONS", "ESBinaryResNet", "ESBinaryUnit", "build_block_activation",
+           "resnet18", "resnet20"]

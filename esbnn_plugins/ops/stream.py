@@ -1,0 +1,75 @@
+"""Widening the feature stream after the stem and narrowing it before the head (METHOD.md section 2)."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+REDUCE_MODES = ("slice", "mean")
+
+
+def _replicas(expand_ratio: int, groups: int, where: str) -> int:
+    for name, value in (("expand_ratio", expand_ratio), ("groups", groups)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{where}: {name} must be an integer >= 1, got {value!r}")
+    return expand_ratio * groups
+
+
+def expand(x: Tensor, expand_ratio: int, groups: int = 1, dim: int = 1) -> Tensor:
+    """Replicate ``x`` ``tau*g`` times along ``dim`` (``x.repeat``), as after the stem."""
+    copies = _replicas(expand_ratio, groups, "expand")
+    if copies == 1:
+        return x
+    reps = [1] * x.dim()
+    reps[dim] = copies
+    return x.repeat(*reps)
+
+
+def reduce(x: Tensor, expand_ratio: int, groups: int = 1, mode: str = "slice", dim: int = 1) -> Tensor:
+    """Bring a widened stream back to its nominal width.
+
+    ``slice`` keeps the first ``C`` channels (official ES-BNext); ``mean`` averages the ``tau*g``
+    replicas, which are contiguous blocks of ``C`` channels.
+    """
+    copies = _replicas(expand_ratio, groups, "reduce")
+    if mode not in REDUCE_MODES:
+        raise ValueError(f"reduce: mode must be one of {REDUCE_MODES}, got {mode!r}")
+    width = x.shape[dim]
+    if width % copies:
+        raise ValueError(f"reduce: width {width} in dim {dim} is not divisible by "
+                         f"expand_ratio*groups={expand_ratio}*{groups}={copies}")
+    nominal = width // copies
+    if mode == "slice":
+        return x.narrow(dim, 0, nominal)
+    dim = dim % x.dim()
+    return x.unflatten(dim, (copies, nominal)).mean(dim)
+
+
+class ESExpand(nn.Module):
+    """Module form of :func:`expand`."""
+
+    def __init__(self, expand_ratio: int = 1, groups: int = 1, dim: int = 1) -> None:
+        super().__init__()
+        _replicas(expand_ratio, groups, "ESExpand")
+        self.expand_ratio, self.groups, self.dim = expand_ratio, groups, dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return expand(x, self.expand_ratio, self.groups, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"expand_ratio={self.expand_ratio}, groups={self.groups}, dim={self.dim}"
+
+
+class ESReduce(nn.Module):
+    """Module form of :func:`reduce`."""
+
+    def __init__(self, expand_ratio: int = 1, groups: int = 1, mode: str = "slice", dim: int = 1) -> None:
+        super().__init__()
+        _replicas(expand_ratio, groups, "ESReduce")
+        if mode not in REDUCE_MODES:
+            raise ValueError(f"ESReduce: mode must be one of {REDUCE_MODES}, got {mode!r}")
+        self.expand_ratio, self.groups, self.mode, self.dim = expand_ratio, groups, mode, dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return reduce(x, self.expand_ratio, self.groups, self.mode, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"expand_ratio={self.expand_ratio}, groups={self.groups}, mode={self.mode!r}, dim={self.dim}"
