@@ -138,7 +138,7 @@ def complexity(model: nn.Module, inputs: Inputs) -> ComplexityReport:
     rows: Dict[str, LayerComplexity] = {}
     inside_atomic: List[str] = []
     for name, module in model.named_modules():
-        if any(name.startswith(prefix + ".") for prefix in inside_atomic):
+        if any(prefix == "" or name.startswith(prefix + ".") for prefix in inside_atomic):
             continue
         if isinstance(module, ATOMIC):
             inside_atomic.append(name)

@@ -1,0 +1,13 @@
+# Two commands on a clean machine: `make demo` and `make test` (both set up .venv first).
+PY := .venv/bin/python
+
+.PHONY: setup demo test
+
+setup:
+	bash tools/setup_env.sh
+
+demo: setup
+	$(PY) tools/demo.py
+
+test: setup
+	$(PY) -m pytest -q

@@ -1,0 +1,142 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from esbnn_plugins.ops import (ESBinaryConv2d, ESBinaryLinear, ESConv2d, ESExpand, ESLinear, ESReduce, binary_sign,
+                               expand, reduce)
+
+
+def plain_binary_conv(x, weight, stride=1, padding=1, groups=1):
+    """Reference: sign activations, mean|W|-scaled sign weights, ordinary conv."""
+    scale = weight.abs().mean(dim=(1, 2, 3), keepdim=True)
+    return F.conv2d(binary_sign(x), binary_sign(weight) * scale, None, stride, padding, 1, groups)
+
+
+def test_tau1_g1_equals_plain_binary_conv():
+    layer = ESBinaryConv2d(8, 16, 3, stride=2, padding=1)
+    x = torch.randn(2, 8, 9, 9)
+    assert layer.weight.shape == (16, 8, 3, 3)
+    assert torch.equal(layer(x), plain_binary_conv(x, layer.weight, stride=2))
+
+
+def test_tau1_g1_equals_plain_binary_conv_bias_and_gradients():
+    layer = ESBinaryConv2d(4, 6, 3, padding=1, bias=True, act_binarizer="ste_sign", weight_binarizer="sign")
+    conv = nn.Conv2d(4, 6, 3, padding=1, bias=True)
+    with torch.no_grad():
+        conv.weight.copy_(layer.weight)
+        conv.bias.copy_(layer.bias)
+    x = torch.randn(2, 4, 5, 5) * 0.8
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out = layer(x1)
+    # plain binary conv with STE written out: sign forward, clamp gradient
+    xb = (binary_sign(x2) - x2.clamp(-1, 1)).detach() + x2.clamp(-1, 1)
+    w = conv.weight
+    wb = (binary_sign(w) - w.clamp(-1, 1)).detach() + w.clamp(-1, 1)
+    ref = F.conv2d(xb, wb, None, padding=1) + conv.bias.view(1, -1, 1, 1)
+    assert torch.equal(out, ref)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    ref.backward(grad)
+    assert torch.allclose(x1.grad, x2.grad)
+    assert torch.allclose(layer.weight.grad, conv.weight.grad)
+    assert torch.allclose(layer.bias.grad, conv.bias.grad)
+
+
+@pytest.mark.parametrize("tau,groups", [(2, 1), (4, 1), (2, 2), (1, 4)])
+def test_es_shapes_and_replication(tau, groups):
+    layer = ESBinaryConv2d(8, 16, 3, padding=1, expand_ratio=tau, groups=groups)
+    assert layer.weight.shape == (16 // tau, 8 * tau, 3, 3)
+    x = torch.randn(2, 8 * tau * groups, 6, 6)
+    y = layer(x)
+    assert y.shape == (2, 16 * tau * groups, 6, 6)
+    kernels = 16 // tau
+    base = plain_binary_conv(x, layer.weight, groups=groups)
+    assert base.shape[1] == kernels
+    for copy in range(tau * tau * groups):
+        assert torch.equal(y[:, copy * kernels:(copy + 1) * kernels], base)
+
+
+def test_es_group_conv_matches_per_group_reference():
+    layer = ESBinaryConv2d(4, 8, 3, padding=1, expand_ratio=2, groups=2, weight_binarizer="sign")
+    x = torch.randn(1, 16, 5, 5)
+    per_group = [F.conv2d(binary_sign(xg), binary_sign(wg), padding=1)
+                 for xg, wg in zip(x.chunk(2, dim=1), layer.weight.chunk(2, dim=0))]
+    ref = torch.cat(per_group, dim=1)
+    assert torch.equal(layer(x), ref.repeat(1, 8, 1, 1))
+
+
+def test_es_conv_gradients_flow():
+    layer = ESBinaryConv2d(4, 8, 3, padding=1, expand_ratio=2, groups=2, act_binarizer="rsign")
+    x = (torch.randn(2, 16, 5, 5) * 0.5).requires_grad_(True)
+    layer(x).pow(2).mean().backward()
+    for grad in (x.grad, layer.weight.grad, layer.act_binarizer.shift.bias.grad):
+        assert grad is not None and grad.abs().sum() > 0
+
+
+def test_full_precision_es_conv():
+    plain = nn.Conv2d(6, 12, 1, bias=True)
+    layer = ESConv2d(6, 12, 1)
+    with torch.no_grad():
+        layer.weight.copy_(plain.weight)
+        layer.bias.copy_(plain.bias)
+    x = torch.randn(2, 6, 4, 4)
+    assert torch.equal(layer(x), F.conv2d(x, plain.weight) + plain.bias.view(1, -1, 1, 1))
+    es = ESConv2d(6, 12, 1, bias=False, expand_ratio=2)
+    assert es.weight.shape == (6, 12, 1, 1)
+    assert es(torch.randn(2, 12, 4, 4)).shape == (2, 24, 4, 4)
+
+
+def test_linear_layers():
+    plain = nn.Linear(8, 6)
+    layer = ESLinear(8, 6)
+    with torch.no_grad():
+        layer.weight.copy_(plain.weight)
+        layer.bias.copy_(plain.bias)
+    x = torch.randn(3, 5, 8)
+    assert torch.equal(layer(x), F.linear(x, plain.weight) + plain.bias)
+    grouped = ESLinear(4, 8, bias=False, expand_ratio=2, groups=2)
+    x = torch.randn(3, 16)
+    w = grouped.weight
+    block_diag = torch.block_diag(w[:2], w[2:])
+    assert torch.allclose(grouped(x)[:, :4], x @ block_diag.T)
+    assert grouped(x).shape == (3, 32)
+    binary = ESBinaryLinear(8, 6)
+    x = torch.randn(3, 8)
+    scale = binary.weight.abs().mean(dim=1, keepdim=True)
+    assert torch.equal(binary(x), F.linear(binary_sign(x), binary_sign(binary.weight) * scale))
+
+
+def test_stream_helpers():
+    x = torch.randn(2, 3, 4, 4)
+    wide = expand(x, 2, groups=2)
+    assert wide.shape == (2, 12, 4, 4)
+    assert torch.equal(reduce(wide, 2, 2, "slice"), x)
+    assert torch.allclose(reduce(wide, 2, 2, "mean"), x)
+    y = torch.cat([x, 3 * x], dim=1)
+    assert torch.allclose(reduce(y, 2, mode="mean"), 2 * x)
+    assert torch.equal(ESReduce(2)(ESExpand(2)(x)), x)
+    tokens = torch.randn(2, 5, 6)
+    assert torch.allclose(reduce(expand(tokens, 3, dim=-1), 3, mode="mean", dim=-1), tokens)
+
+
+def test_bad_config_and_input_errors_name_the_layer():
+    with pytest.raises(ValueError, match=r"ESBinaryConv2d\(in_channels=16, out_channels=30\).*"
+                                         r"out_channels=30 is not divisible by expand_ratio\*groups=4\*1=4"):
+        ESBinaryConv2d(16, 30, 3, expand_ratio=4)
+    with pytest.raises(ValueError, match=r"divisible by expand_ratio\*groups=2\*3=6"):
+        ESConv2d(8, 16, 1, expand_ratio=2, groups=3)
+    with pytest.raises(ValueError, match=r"expand_ratio must be an integer >= 1, got 0"):
+        ESBinaryConv2d(8, 8, 3, expand_ratio=0)
+    with pytest.raises(ValueError, match=r"expand_ratio must be an integer >= 1, got 1.5"):
+        ESBinaryLinear(8, 8, expand_ratio=1.5)
+    layer = ESBinaryConv2d(8, 16, 3, expand_ratio=2)
+    with pytest.raises(ValueError, match=r"ESBinaryConv2d\(in_channels=8, out_channels=16, expand_ratio=2, "
+                                         r"groups=1\): expected input with 16 channels.*got shape \(1, 8, 5, 5\)"):
+        layer(torch.randn(1, 8, 5, 5))
+    with pytest.raises(ValueError, match=r"ESLinear.*expected input with 12 channels"):
+        ESLinear(4, 6, expand_ratio=3)(torch.randn(2, 4))
+    with pytest.raises(ValueError, match=r"width 10 in dim 1 is not divisible by expand_ratio\*groups=2\*2=4"):
+        reduce(torch.randn(1, 10, 2, 2), 2, 2)
+    with pytest.raises(ValueError, match=r"mode must be one of"):
+        ESReduce(2, mode="max")

@@ -1,0 +1,42 @@
+import pytest
+import torch
+
+from esbnn_plugins.models import ESBinaryResNet, resnet18, resnet20
+
+
+@pytest.mark.parametrize("tau,groups", [(1, 1), (2, 1), (2, 2)])
+def test_resnet20_forward_backward(tau, groups):
+    model = resnet20(num_classes=10, expand_ratio=tau, groups=groups, act_binarizer="rsign")
+    x = torch.randn(2, 3, 28, 28)  # odd sizes on the way down (7x7) must work too
+    logits = model(x)
+    assert logits.shape == (2, 10)
+    logits.sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+
+
+def test_backbone_outputs_are_reduced_to_nominal_width():
+    model = resnet18(expand_ratio=2, groups=2, out_indices=(0, 3), reduce_mode="mean")
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [64, 512]
+
+
+def test_tau1_is_the_baseline_layout():
+    base = resnet20(num_classes=10)
+    assert base.stages[0][0].conv.weight.shape == (16, 16, 3, 3)
+    es = resnet20(num_classes=10, expand_ratio=2)
+    assert es.stages[0][0].conv.weight.shape == (8, 32, 3, 3)
+    assert es.stages[0][0].bn.num_features == 32
+
+
+def test_bad_config_names_the_layer():
+    with pytest.raises(ValueError, match=r"ESBinaryResNet-20 stages.0.0: ESBinaryConv2d\(in_channels=16, "
+                                         r"out_channels=16\): out_channels=16 is not divisible by "
+                                         r"expand_ratio\*groups=3\*1=3"):
+        resnet20(expand_ratio=3)
+    with pytest.raises(ValueError, match="depth must be one of"):
+        ESBinaryResNet(depth=34)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        resnet20(activation="relu6")
+    with pytest.raises(ValueError, match=r"out_indices entries must be in \[0, 3\), got 3"):
+        resnet20(out_indices=(3,))

@@ -1,0 +1,33 @@
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_tool(*args):
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_complexity_tool(tmp_path):
+    out = run_tool("tools/complexity.py", "--depth", "20", "--variants", "1", "2", "2x2", "--out",
+                   str(tmp_path / "c.md"))
+    lines = [line.split() for line in out.splitlines() if line.startswith(("baseline", "ES tau"))]
+    assert len(lines) == 3 and len({cols[-6] for cols in lines}) == 1  # same BOPs for all three
+    assert "| ESBinaryConv2d |" not in out and "ESBinaryConv2d" in (tmp_path / "c.md").read_text()
+
+
+def test_capacity_tool(tmp_path):
+    out = run_tool("tools/capacity.py", "--depth", "20", "--batch", "2", "--input-size", "16",
+                   "--plot", str(tmp_path / "cap.png"), "--out", str(tmp_path / "cap.md"))
+    assert "stages.2.5.conv" in out and "1,153" in out
+    assert (tmp_path / "cap.png").read_bytes()[:4] == b"\x89PNG"
+    assert "![capacity](cap.png)" in (tmp_path / "cap.md").read_text()
+
+
+def test_bad_variant_is_a_clear_cli_error():
+    result = subprocess.run([sys.executable, "tools/complexity.py", "--variants", "2y"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "expected TAU or TAUxGROUPS" in result.stderr
