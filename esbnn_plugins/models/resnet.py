@@ -7,13 +7,13 @@ back to nominal width (``slice`` or ``mean``) before the output (METHOD.md secti
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
 from torch import Tensor, nn
 
-from ..ops import ESBinaryConv2d, ESConv2d, RPReLU, expand, reduce
+from ..ops import ESBinaryConv2d, ESConv2d, RPReLU
 from ..ops.binarizers import BinarizerCfg
-from ..ops.stream import REDUCE_MODES
+from .base import ESNetwork
 
 BLOCK_ACTIVATIONS = ("rprelu", "prelu", "hardtanh", "identity")
 
@@ -62,7 +62,7 @@ class ESBinaryUnit(nn.Module):
         return self.activation(self.bn(self.conv(x)) + self.shortcut(x))
 
 
-class ESBinaryResNet(nn.Module):
+class ESBinaryResNet(ESNetwork):
     """ES binary ResNet (depth 18 or 20); ``expand_ratio=1, groups=1`` is the baseline BNN.
 
     With ``num_classes`` it returns the logits of the last stage; without, a tuple of the stage
@@ -76,20 +76,12 @@ class ESBinaryResNet(nn.Module):
         super().__init__()
         if depth not in ARCHS:
             raise ValueError(f"ESBinaryResNet: depth must be one of {sorted(ARCHS)}, got {depth!r}")
-        if reduce_mode not in REDUCE_MODES:
-            raise ValueError(f"ESBinaryResNet: reduce_mode must be one of {REDUCE_MODES}, got {reduce_mode!r}")
         if activation not in BLOCK_ACTIVATIONS:
             raise ValueError(f"ESBinaryResNet: activation must be one of {BLOCK_ACTIVATIONS}, got {activation!r}")
+        self._init_stream(f"ESBinaryResNet-{depth}", expand_ratio, groups, reduce_mode)
+        self.depth = depth
         arch = ARCHS[depth]
         widths, blocks = arch["widths"], arch["blocks"]
-        num_stages = len(widths)
-        self.out_indices: Tuple[int, ...] = tuple(out_indices) if out_indices is not None else (num_stages - 1,)
-        for index in self.out_indices:
-            if not 0 <= index < num_stages:
-                raise ValueError(f"ESBinaryResNet-{depth}: out_indices entries must be in [0, {num_stages}), "
-                                 f"got {index}")
-        self.depth, self.expand_ratio, self.groups, self.reduce_mode = depth, expand_ratio, groups, reduce_mode
-
         if arch["stem"] == "cifar":
             self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
                                       nn.BatchNorm2d(widths[0]))
@@ -104,29 +96,11 @@ class ESBinaryResNet(nn.Module):
             units = []
             for unit in range(2 * num_blocks):
                 stride = 2 if stage > 0 and unit == 0 else 1
-                try:
-                    units.append(ESBinaryUnit(in_ch, width, stride, **unit_cfg))
-                except ValueError as err:
-                    raise ValueError(f"ESBinaryResNet-{depth} stages.{stage}.{unit}: {err}") from None
+                units.append(self._build_stage(f"stages.{stage}.{unit}",
+                                               lambda: ESBinaryUnit(in_ch, width, stride, **unit_cfg)))
                 in_ch = width
             self.stages.append(nn.Sequential(*units))
-        self.head = None
-        if num_classes is not None:
-            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_ch, num_classes))
-
-    def forward(self, x: Tensor) -> Tensor | Tuple[Tensor, ...]:
-        x = expand(self.stem(x), self.expand_ratio, self.groups)
-        outs = []
-        for index, stage in enumerate(self.stages):
-            x = stage(x)
-            if self.head is None and index in self.out_indices:
-                outs.append(self._reduce(x))
-        if self.head is not None:
-            return self.head(self._reduce(x))
-        return tuple(outs)
-
-    def _reduce(self, x: Tensor) -> Tensor:
-        return reduce(x, self.expand_ratio, self.groups, self.reduce_mode)
+        self._finish(in_ch, num_classes, out_indices)
 
 
 def resnet20(**kwargs) -> ESBinaryResNet:

@@ -1,0 +1,56 @@
+"""What every ES network shares: widen after the stem, run the stages, reduce before the output."""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Tuple
+
+from torch import Tensor, nn
+
+from ..ops import expand, reduce
+from ..ops.stream import REDUCE_MODES
+
+
+class ESNetwork(nn.Module):
+    """Base of the ES networks (METHOD.md section 2, network-level rules).
+
+    Subclasses build ``self.stem`` (full precision, nominal width) and ``self.stages`` (an
+    ``nn.ModuleList`` working on the widened stream) and call :meth:`_finish`. ``forward``
+    returns logits when ``num_classes`` is set, else the tuple of ``out_indices`` stage outputs,
+    each reduced to nominal width.
+    """
+
+    def _init_stream(self, name: str, expand_ratio: int, groups: int, reduce_mode: str) -> None:
+        if reduce_mode not in REDUCE_MODES:
+            raise ValueError(f"{name}: reduce_mode must be one of {REDUCE_MODES}, got {reduce_mode!r}")
+        self.name = name
+        self.expand_ratio, self.groups, self.reduce_mode = expand_ratio, groups, reduce_mode
+
+    def _build_stage(self, where: str, build: Callable[[], nn.Module]) -> nn.Module:
+        """Build one stage/block, prefixing configuration errors with its place in the network."""
+        try:
+            return build()
+        except ValueError as err:
+            raise ValueError(f"{self.name} {where}: {err}") from None
+
+    def _finish(self, out_channels: int, num_classes: Optional[int], out_indices: Optional[Sequence[int]]) -> None:
+        num_stages = len(self.stages)
+        self.out_indices: Tuple[int, ...] = tuple(out_indices) if out_indices is not None else (num_stages - 1,)
+        for index in self.out_indices:
+            if not 0 <= index < num_stages:
+                raise ValueError(f"{self.name}: out_indices entries must be in [0, {num_stages}), got {index}")
+        self.head = None
+        if num_classes is not None:
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(out_channels, num_classes))
+
+    def _reduce(self, x: Tensor) -> Tensor:
+        return reduce(x, self.expand_ratio, self.groups, self.reduce_mode)
+
+    def forward(self, x: Tensor) -> Tensor | Tuple[Tensor, ...]:
+        x = expand(self.stem(x), self.expand_ratio, self.groups)
+        outs = []
+        for index, stage in enumerate(self.stages):
+            x = stage(x)
+            if self.head is None and index in self.out_indices:
+                outs.append(self._reduce(x))
+        if self.head is not None:
+            return self.head(self._reduce(x))
+        return tuple(outs)
