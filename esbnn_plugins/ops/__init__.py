@@ -3,12 +3,12 @@ from .binarizers import (ACTIVATION_BINARIZERS, WEIGHT_BINARIZERS, ApproxSign, H
                          LearnableBias, RealActivation, RealWeight, RPReLU, RSign, ScaledSignWeight, SignSTE,
                          SignWeight, binary_sign, build_activation_binarizer, build_weight_binarizer)
 from .es_layers import ESBinaryConv2d, ESBinaryLinear, ESConv2d, ESLinear
-from .stream import REDUCE_MODES, ESExpand, ESReduce, expand, reduce
+from .stream import REDUCE_MODES, ESExpand, ESReduce, concat, expand, reduce
 
 __all__ = [
     "ACTIVATION_BINARIZERS", "WEIGHT_BINARIZERS", "ApproxSign", "HardSign", "HardSignWeight", "LearnableBias",
     "RealActivation", "RealWeight", "RPReLU", "RSign", "ScaledSignWeight", "SignSTE", "SignWeight",
     "binary_sign", "build_activation_binarizer", "build_weight_binarizer",
     "ESBinaryConv2d", "ESBinaryLinear", "ESConv2d", "ESLinear",
-    "REDUCE_MODES", "ESExpand", "ESReduce", "expand", "reduce",
+    "REDUCE_MODES", "ESExpand", "ESReduce", "concat", "expand", "reduce",
 ]

@@ -1,6 +1,9 @@
 """Widening the feature stream after the stem and narrowing it before the head (METHOD.md section 2)."""
 from __future__ import annotations
 
+from typing import Sequence
+
+import torch
 from torch import Tensor, nn
 
 REDUCE_MODES = ("slice", "mean")
@@ -41,6 +44,24 @@ def reduce(x: Tensor, expand_ratio: int, groups: int = 1, mode: str = "slice", d
         return x.narrow(dim, 0, nominal)
     dim = dim % x.dim()
     return x.unflatten(dim, (copies, nominal)).mean(dim)
+
+
+def concat(tensors: Sequence[Tensor], expand_ratio: int, groups: int = 1, dim: int = 1) -> Tensor:
+    """Concatenate widened streams replica by replica, so the result is again ``tau*g`` contiguous replicas.
+
+    Each input holds ``tau*g`` replicas of its nominal channels; replica ``j`` of the output is the
+    concatenation of the inputs' replicas ``j`` (the baseline ``torch.cat`` at ``tau = g = 1``).
+    """
+    copies = _replicas(expand_ratio, groups, "concat")
+    if len(tensors) == 1:
+        return tensors[0]
+    dim = dim % tensors[0].dim()
+    for x in tensors:
+        if x.shape[dim] % copies:
+            raise ValueError(f"concat: width {x.shape[dim]} in dim {dim} is not divisible by "
+                             f"expand_ratio*groups={expand_ratio}*{groups}={copies}")
+    parts = [x.unflatten(dim, (copies, x.shape[dim] // copies)) for x in tensors]
+    return torch.cat(parts, dim=dim + 1).flatten(dim, dim + 1)
 
 
 class ESExpand(nn.Module):
