@@ -1,0 +1,5 @@
+# ES ReActNet-ResNet-18 (tau=2), step 2: binary weights, initialised from the ES step-1 checkpoint.
+_base_ = './es-reactnet-resnet18-tau2_step1_8xb32_in1k.py'
+
+model = dict(backbone=dict(weight_binarizer='scaled_sign'))
+load_from = 'work_dirs/es-reactnet-resnet18-tau2_step1_8xb32_in1k/epoch_256.pth'

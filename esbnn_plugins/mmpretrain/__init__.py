@@ -1,0 +1,17 @@
+"""MMPretrain adapter: registers ES-BNN backbones, the distillation classifier, the MNIST digits
+dataset, the temperature-annealing hook, the optimizer constructor and ``ESRunner``.
+
+Configs load it with ``custom_imports = dict(imports=['esbnn_plugins.mmpretrain'])``.
+"""
+import esbnn_plugins  # noqa: F401  (stack fixes, ES layers in the root registry)
+
+from .backbones import ESBinaryResNet, ESBNext, ESReActNet
+from .datasets import MNISTDigits
+from .distill import DistillImageClassifier, build_teacher
+from .hooks import TemperatureAnnealingHook, hard_sign_modules
+from .optimizers import ESOptimWrapperConstructor
+from .runner import ESRunner, check_data_paths
+
+__all__ = ["ESBinaryResNet", "ESBNext", "ESReActNet", "MNISTDigits", "DistillImageClassifier", "build_teacher",
+           "TemperatureAnnealingHook", "hard_sign_modules", "ESOptimWrapperConstructor", "ESRunner",
+           "check_data_paths"]

@@ -1,0 +1,51 @@
+"""A Runner that checks the dataset paths of a config before anything is built."""
+from __future__ import annotations
+
+import os.path as osp
+from typing import Iterator, Tuple
+
+from mmengine.config import Config
+from mmengine.runner import Runner
+from mmengine.registry import RUNNERS
+
+LOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
+
+
+def _datasets(cfg: dict, where: str) -> Iterator[Tuple[str, dict]]:
+    """Yield (setting path, dataset cfg), looking inside dataset wrappers."""
+    yield where, cfg
+    if isinstance(cfg.get("dataset"), dict):
+        yield from _datasets(cfg["dataset"], f"{where}.dataset")
+    for i, sub in enumerate(cfg.get("datasets") or ()):
+        yield from _datasets(sub, f"{where}.datasets[{i}]")
+
+
+def check_data_paths(cfg: Config) -> None:
+    """Raise ``FileNotFoundError`` naming the setting (``train_dataloader.dataset.data_root=...``)
+    when a configured dataset path does not exist."""
+    for loader in LOADERS:
+        loader_cfg = cfg.get(loader)
+        if not loader_cfg or not isinstance(loader_cfg.get("dataset"), dict):
+            continue
+        for where, dataset in _datasets(loader_cfg["dataset"], f"{loader}.dataset"):
+            root = dataset.get("data_root") or ""
+            if root and not osp.isdir(root):
+                raise FileNotFoundError(f"{where}.data_root={root!r} does not exist (from {osp.abspath(root)})")
+            ann_file = dataset.get("ann_file") or ""
+            if ann_file and not osp.isfile(osp.join(root, ann_file)):
+                raise FileNotFoundError(f"{where}.ann_file={ann_file!r} does not exist under data_root={root!r}")
+            prefix = dataset.get("data_prefix") or ""
+            for key, value in (prefix.items() if isinstance(prefix, dict) else [("", prefix)]):
+                if isinstance(value, str) and value and not osp.exists(osp.join(root, value)):
+                    name = f"data_prefix.{key}" if key else "data_prefix"
+                    raise FileNotFoundError(f"{where}.{name}={value!r} does not exist under data_root={root!r}")
+
+
+@RUNNERS.register_module()
+class ESRunner(Runner):
+    """``mmengine.runner.Runner`` that calls :func:`check_data_paths` first (``runner_type='ESRunner'``)."""
+
+    @classmethod
+    def from_cfg(cls, cfg: Config) -> "ESRunner":
+        check_data_paths(cfg)
+        return super().from_cfg(cfg)

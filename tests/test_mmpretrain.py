@@ -1,0 +1,304 @@
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+import esbnn_plugins.mmpretrain as es_mmpretrain
+from esbnn_plugins.ops import ESBinaryConv2d, HardSign, HardSignWeight
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs" / "mmpretrain").glob("*.py"))
+TRAIN_PY = Path(__import__("mmpretrain").__file__).parent / ".mim" / "tools" / "train.py"
+
+
+@pytest.fixture(autouse=True)
+def _scope():
+    init_default_scope("mmpretrain")
+
+
+def load_cfg(path, teacher_weights=False):
+    cfg = Config.fromfile(str(path))
+    if "teacher" in cfg.model and not teacher_weights:
+        cfg.model.teacher.checkpoint = None  # tests build teachers without downloading weights
+    return cfg
+
+
+def build_model(cfg):
+    from mmpretrain.registry import MODELS
+
+    model_cfg = cfg.model.copy()
+    model_cfg.setdefault("data_preprocessor", cfg.get("data_preprocessor"))
+    return MODELS.build(model_cfg)
+
+
+def fake_batch(cfg, size, batch=2):
+    from mmpretrain.structures import DataSample
+
+    channels = cfg.model.backbone.get("in_channels", 3)
+    num_classes = cfg.model.head.num_classes
+    g = torch.Generator().manual_seed(0)
+    inputs = [torch.randint(0, 256, (channels, size, size), generator=g, dtype=torch.uint8) for _ in range(batch)]
+    samples = [DataSample().set_gt_label(i % num_classes) for i in range(batch)]
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def test_every_config_is_tested():
+    names = {p.name for p in CONFIGS}
+    assert {"es-resnet20-tau1_1xb128_cifar10.py", "es-resnet20-tau2_1xb128_cifar10.py",
+            "es-resnet20-tau2-g2_1xb128_cifar10.py", "reactnet-resnet18_step1_8xb32_in1k.py",
+            "reactnet-resnet18_step2_8xb32_in1k.py", "es-reactnet-resnet18-tau2_step1_8xb32_in1k.py",
+            "es-reactnet-resnet18-tau2_step2_8xb32_in1k.py", "reactnet-a_8xb32_in1k.py",
+            "es-reactnet-a-tau2_8xb32_in1k.py", "bnext-t_8xb64_in1k.py", "es-bnext-t-tau2_8xb64_in1k.py",
+            "es-resnet20-tau2_1xb64_mnist.py"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_builds_and_trains_one_step(path):
+    from mmengine.optim import build_optim_wrapper
+
+    cfg = load_cfg(path)
+    model = build_model(cfg)
+    size = 64 if "in1k" in path.name else 28 if "mnist" in path.name else 32
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
+    losses = model.train_step(fake_batch(cfg, size), optim_wrapper)
+    assert all(torch.isfinite(v) for v in losses.values())
+    changed = [n for n, p in model.backbone.named_parameters() if not torch.equal(p, before[n])]
+    assert len(changed) > 0.9 * len(before)
+    model.eval()
+    with torch.no_grad():
+        preds = model.val_step(fake_batch(cfg, size))
+    assert preds[0].pred_score.shape == (cfg.model.head.num_classes,)
+
+
+def test_es_configs_keep_baseline_bops():
+    from esbnn_plugins.analysis import complexity
+
+    pairs = [("es-resnet20-tau1_1xb128_cifar10.py", "es-resnet20-tau2-g2_1xb128_cifar10.py", 32),
+             ("reactnet-resnet18_step2_8xb32_in1k.py", "es-reactnet-resnet18-tau2_step2_8xb32_in1k.py", 64),
+             ("reactnet-a_8xb32_in1k.py", "es-reactnet-a-tau2_8xb32_in1k.py", 64),
+             ("bnext-t_8xb64_in1k.py", "es-bnext-t-tau2_8xb64_in1k.py", 64)]
+    for base_name, es_name, size in pairs:
+        base = load_cfg(ROOT / "configs/mmpretrain" / base_name).model.backbone
+        es = load_cfg(ROOT / "configs/mmpretrain" / es_name).model.backbone
+        assert es.expand_ratio * es.get("groups", 1) > 1 and base.expand_ratio == 1
+        from mmpretrain.registry import MODELS
+
+        x = torch.randn(1, 3, size, size)
+        rb, re = complexity(MODELS.build(base), x), complexity(MODELS.build(es), x)
+        assert rb.bops == re.bops > 0 and rb.flops == re.flops, (base_name, es_name)
+
+
+def test_two_step_recipe_step2_loads_step1():
+    for step1_name in ("reactnet-resnet18_step1_8xb32_in1k.py", "es-reactnet-resnet18-tau2_step1_8xb32_in1k.py"):
+        step1 = load_cfg(ROOT / "configs/mmpretrain" / step1_name)
+        step2 = load_cfg(ROOT / "configs/mmpretrain" / step1_name.replace("step1", "step2"))
+        assert step1.model.backbone.weight_binarizer == "real"
+        assert step2.model.backbone.weight_binarizer == "scaled_sign"
+        assert step2.model.backbone.expand_ratio == step1.model.backbone.expand_ratio
+        assert step2.load_from == f"work_dirs/{Path(step1_name).stem}/epoch_{step1.train_cfg.max_epochs}.pth"
+        m1, m2 = build_model(step1), build_model(step2)
+        m2.load_state_dict(m1.state_dict(), strict=True)  # same parameters: step 2 starts from step 1
+        assert not any(getattr(m, "is_binary", False) for m in m1.modules())
+        assert sum(getattr(m, "is_binary", False) for m in m2.modules()) == 16
+
+
+def test_binary_weight_decay_is_zero_only_on_binary_weights():
+    from mmengine.optim import build_optim_wrapper
+
+    for name, binary_decay in (("reactnet-resnet18_step1_8xb32_in1k.py", 1e-5),
+                               ("reactnet-resnet18_step2_8xb32_in1k.py", 0.0)):
+        cfg = load_cfg(ROOT / "configs/mmpretrain" / name)
+        model = build_model(cfg)
+        groups = build_optim_wrapper(model, cfg.optim_wrapper).optimizer.param_groups
+        decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+        convs = [m for m in model.backbone.modules() if isinstance(m, ESBinaryConv2d)]
+        assert len(convs) == 16 and all(decay[id(m.weight)] == binary_decay for m in convs)
+        assert decay[id(model.backbone.stem[0].weight)] == 1e-5
+        assert not any(id(p) in decay for p in model.teacher.parameters())  # frozen teacher not optimized
+
+
+def test_temperature_hook_reaches_every_hard_sign_of_an_es_model():
+    from mmengine.logging import MessageHub, MMLogger
+
+    cfg = load_cfg(ROOT / "configs/mmpretrain/es-bnext-t-tau2_8xb64_in1k.py")
+    model = build_model(cfg)
+    modules = es_mmpretrain.hard_sign_modules(model)
+    convs = [m for m in model.modules() if isinstance(m, ESBinaryConv2d)]
+    assert len(convs) == 31 and all(m.expand_ratio == 2 for m in convs)
+    # the bug of the official code: the ES layers' own binarizers must be among the annealed ones
+    assert {id(m.weight_binarizer) for m in convs} <= {id(m) for m in modules}
+    assert sum(isinstance(m, HardSignWeight) for m in modules) == 31
+    hook = es_mmpretrain.TemperatureAnnealingHook(end_temperature=1e-2)
+    runner = SimpleNamespace(model=model, max_epochs=2, logger=MMLogger.get_instance("test_hook"),
+                             message_hub=MessageHub.get_instance("test_hook"))
+    hook.before_train(runner)
+    for _ in range(2):
+        hook.after_train_epoch(runner)
+    assert all(torch.allclose(m.temperature, torch.tensor(1e-2)) for m in modules)
+    with pytest.raises(ValueError, match="exactly one of factor and end_temperature"):
+        es_mmpretrain.TemperatureAnnealingHook()
+    plain = build_model(load_cfg(ROOT / "configs/mmpretrain/es-resnet20-tau2_1xb128_cifar10.py"))
+    with pytest.raises(ValueError, match="no HardSign module"):
+        hook.before_train(SimpleNamespace(model=plain, max_epochs=2, logger=runner.logger))
+
+
+def test_distillation_loss_is_kl_to_teacher_and_teacher_stays_frozen():
+    cfg = load_cfg(ROOT / "configs/mmpretrain/reactnet-resnet18_step2_8xb32_in1k.py")
+    model = build_model(cfg)
+    model.train()
+    assert not model.teacher.training and not any(p.requires_grad for p in model.teacher.parameters())
+    batch = model.data_preprocessor(fake_batch(cfg, 64), True)
+    losses = model.loss(batch["inputs"], batch["data_samples"])
+    assert set(losses) == {"loss_distill"}
+    with torch.no_grad():
+        s = model.head(model.extract_feat(batch["inputs"]))
+        t = model.teacher(batch["inputs"], mode="tensor")
+    ref = (t.softmax(1) * (t.log_softmax(1) - s.log_softmax(1))).sum(1).mean()
+    assert torch.allclose(losses["loss_distill"], ref, atol=1e-6)
+    losses["loss_distill"].backward()
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+
+def test_teacher_errors_name_the_setting(tmp_path):
+    from mmpretrain.models import ImageClassifier
+
+    with pytest.raises(ValueError, match=r"teacher.model='resnet-not-in-zoo' cannot be built"):
+        es_mmpretrain.build_teacher("resnet-not-in-zoo")
+    wrong = tmp_path / "resnet18.pth"
+    torch.save({"state_dict": es_mmpretrain.build_teacher("resnet18_8xb32_in1k").state_dict()}, wrong)
+    with pytest.raises(ValueError, match=r"teacher.checkpoint='.*resnet18.pth' does not match "
+                                         r"teacher.model='resnet34_8xb32_in1k'"):
+        es_mmpretrain.build_teacher("resnet34_8xb32_in1k", str(wrong))
+    good = tmp_path / "resnet34.pth"
+    teacher = es_mmpretrain.build_teacher("resnet34_8xb32_in1k")
+    torch.save({"state_dict": teacher.state_dict()}, good)
+    loaded = es_mmpretrain.build_teacher("resnet34_8xb32_in1k", str(good))
+    assert isinstance(loaded, ImageClassifier) and not loaded.training
+    cfg = load_cfg(ROOT / "configs/mmpretrain/es-resnet20-tau2_1xb64_mnist.py")
+    cfg.model.type = "DistillImageClassifier"
+    cfg.model.teacher = dict(model="resnet34_8xb32_in1k")
+    with pytest.raises(ValueError, match="teacher predicts 1000 classes, the student head 10"):
+        build_model(cfg)
+    cfg.model.head.num_classes = 1000
+    with pytest.raises(ValueError, match=r"teacher normalises inputs with mean \[123.675"):
+        build_model(cfg)
+
+
+def test_bad_backbone_settings_name_the_setting():
+    cfg = load_cfg(ROOT / "configs/mmpretrain/es-resnet20-tau2_1xb128_cifar10.py")
+    cfg.model.backbone.expand_ratio = 3
+    with pytest.raises(ValueError, match=r"ESBinaryResNet-20 stages.0.0: .*out_channels=16 is not divisible by "
+                                         r"expand_ratio\*groups=3\*1=3"):
+        build_model(cfg)
+    cfg.model.backbone.expand_ratio = 2
+    cfg.model.backbone.act_binarizer = "sgn"
+    with pytest.raises(ValueError, match=r"unknown activation binarizer 'sgn'"):
+        build_model(cfg)
+    cfg.model.backbone.act_binarizer = "approx_sign"
+    cfg.model.backbone.num_classes = 10
+    with pytest.raises(ValueError, match="num_classes belongs to the head"):
+        build_model(cfg)
+
+
+def test_missing_dataset_path_names_the_setting(tmp_path):
+    for name, setting in (("es-resnet20-tau2_1xb128_cifar10.py", "train_dataloader.dataset.data_root"),
+                          ("reactnet-a_8xb32_in1k.py", "train_dataloader.dataset.data_root")):
+        cfg = load_cfg(ROOT / "configs/mmpretrain" / name)
+        cfg.train_dataloader.dataset.data_root = str(tmp_path / "missing")
+        with pytest.raises(FileNotFoundError, match=rf"{setting}='.*missing' does not exist"):
+            es_mmpretrain.check_data_paths(cfg)
+    cfg = load_cfg(ROOT / "configs/mmpretrain/es-resnet20-tau2_1xb64_mnist.py")
+    es_mmpretrain.check_data_paths(cfg)  # the shipped digits need no path
+    with pytest.raises(FileNotFoundError, match=r"MNISTDigits: ann_file='/nonexistent.csv' does not exist"):
+        es_mmpretrain.MNISTDigits(ann_file="/nonexistent.csv")
+
+
+def test_mnist_digits_are_real_and_split_per_class():
+    train, test = es_mmpretrain.MNISTDigits(split="train"), es_mmpretrain.MNISTDigits(split="test")
+    assert len(train) == 4000 and len(test) == 1000
+    labels = [test.get_data_info(i)["gt_label"] for i in range(len(test))]
+    assert np.bincount(labels).tolist() == [100] * 10
+    assert not {d["index"] for d in train.data_list} & {d["index"] for d in test.data_list}
+    img = train.get_data_info(0)["img"]
+    assert img.shape == (28, 28) and img.dtype == np.uint8 and img.max() > 200  # real strokes, not noise
+
+
+def write_tiny_cifar10(root: Path, per_split: int = 4) -> None:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        entry = {"data": rng.integers(0, 256, (per_split, 3072), dtype=np.uint8),
+                 "labels": [int(v) for v in rng.integers(0, 10, per_split)]}
+        (folder / name).write_bytes(pickle.dumps(entry))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
+
+
+def test_cifar10_config_reads_the_python_format(tmp_path, monkeypatch):
+    from mmpretrain.datasets import CIFAR10
+    from mmpretrain.registry import DATASETS
+
+    write_tiny_cifar10(tmp_path)
+    # the tiny files cannot carry the real archive's md5 sums
+    monkeypatch.setattr(CIFAR10, "train_list", [[n, None] for n, _ in CIFAR10.train_list])
+    monkeypatch.setattr(CIFAR10, "test_list", [[n, None] for n, _ in CIFAR10.test_list])
+    monkeypatch.setitem(CIFAR10.meta, "md5", None)
+    cfg = load_cfg(ROOT / "configs/mmpretrain/es-resnet20-tau2_1xb128_cifar10.py")
+    for loader, expected in (("train_dataloader", 20), ("val_dataloader", 4), ("test_dataloader", 4)):
+        cfg[loader].dataset.data_root = str(tmp_path)
+        dataset = DATASETS.build(cfg[loader].dataset)
+        assert len(dataset) == expected
+        sample = dataset[0]
+        assert sample["inputs"].shape == (3, 32, 32)
+    es_mmpretrain.check_data_paths(cfg)
+
+
+def test_imagenet_config_reads_the_standard_layout(tmp_path):
+    """data/imagenet/{train/<wnid>/*.JPEG, val/*.JPEG, meta/{train,val}.txt} as MMPretrain documents it."""
+    from PIL import Image
+    from mmpretrain.registry import DATASETS
+
+    (tmp_path / "meta").mkdir()
+    train_lines, val_lines = [], []
+    for label, wnid in enumerate(("n01440764", "n01443537")):
+        (tmp_path / "train" / wnid).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (300, 260), (i * 40, 90, 160)).save(tmp_path / "train" / wnid / f"{wnid}_{i}.JPEG")
+            train_lines.append(f"{wnid}/{wnid}_{i}.JPEG {label}")
+    (tmp_path / "val").mkdir()
+    for i in range(3):
+        name = f"ILSVRC2012_val_{i + 1:08d}.JPEG"
+        Image.new("RGB", (256, 320), (200, i * 50, 10)).save(tmp_path / "val" / name)
+        val_lines.append(f"{name} {i % 2}")
+    (tmp_path / "meta" / "train.txt").write_text("\n".join(train_lines) + "\n")
+    (tmp_path / "meta" / "val.txt").write_text("\n".join(val_lines) + "\n")
+    cfg = load_cfg(ROOT / "configs/mmpretrain/es-reactnet-a-tau2_8xb32_in1k.py")
+    for loader, expected in (("train_dataloader", 4), ("val_dataloader", 3), ("test_dataloader", 3)):
+        cfg[loader].dataset.data_root = str(tmp_path)
+        dataset = DATASETS.build(cfg[loader].dataset)
+        assert len(dataset) == expected
+        sample = dataset[0]
+        assert sample["inputs"].shape == (3, 224, 224) and sample["data_samples"].gt_label.item() == 0
+    es_mmpretrain.check_data_paths(cfg)
+
+
+def test_stock_train_script_runs_the_mnist_config(tmp_path):
+    config = ROOT / "configs/mmpretrain/es-resnet20-tau2_1xb64_mnist.py"
+    result = subprocess.run(
+        [sys.executable, str(TRAIN_PY), str(config), "--work-dir", str(tmp_path), "--cfg-options",
+         "train_cfg.max_epochs=1", "train_dataloader.dataset.indices=128", "val_dataloader.dataset.indices=100",
+         "default_hooks.logger.interval=1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "Epoch(train) [1][2/2]" in log and "accuracy/top1" in log
+    assert (tmp_path / "epoch_1.pth").is_file()
