@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable, Dict, Optional, Type, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 BinarizerCfg = Union[str, dict]
@@ -17,7 +18,7 @@ BinarizerCfg = Union[str, dict]
 
 def binary_sign(x: Tensor) -> Tensor:
     """Sign with ``sign(0) = +1``, so every entry is exactly +1 or -1."""
-    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+    return torch.sign(x).masked_fill_(x == 0, 1)
 
 
 def _channel_view(param: Tensor, x: Tensor) -> Tensor:
@@ -39,7 +40,7 @@ class _SignClippedSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (x,) = ctx.saved_tensors
-        return grad * (x.abs() <= ctx.clip).to(grad.dtype), None
+        return grad.masked_fill(x.abs() > ctx.clip, 0), None
 
 
 class _ApproxSignFn(torch.autograd.Function):
@@ -53,7 +54,7 @@ class _ApproxSignFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (x,) = ctx.saved_tensors
-        return grad * (2.0 - 2.0 * x.abs()).clamp_(min=0.0)
+        return grad * torch.relu_(x.abs().mul_(-2.0).add_(2.0))
 
 
 class SignSTE(nn.Module):
@@ -151,7 +152,7 @@ class RPReLU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.shift_in(x)
-        x = torch.where(x >= 0, x, x * _channel_view(self.slope, x))
+        x = F.prelu(x, self.slope) if x.dim() == 4 else F.prelu(x.movedim(-1, 1), self.slope).movedim(1, -1)
         return self.shift_out(x)
 
 
