@@ -29,7 +29,6 @@ def main() -> None:
     cfg.work_dir = str(args.work_dir)
     if args.epochs:
         cfg.train_cfg.max_epochs = args.epochs
-        cfg.param_scheduler.T_max = args.epochs
     runner = RUNNERS.build(cfg)
     runner.train()
     metrics = runner.test()

@@ -24,7 +24,7 @@ optim_wrapper = dict(
 )
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=5, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=5, end=512, T_max=507, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=5, convert_to_iter_based=True),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=512, val_interval=4)
 val_cfg = dict()

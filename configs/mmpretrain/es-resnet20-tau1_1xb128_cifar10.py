@@ -20,7 +20,7 @@ optim_wrapper = dict(
     optimizer=dict(type='Adam', lr=1e-3, weight_decay=5e-6),
     paramwise_cfg=dict(binary_weight_decay_mult=0.),
 )
-param_scheduler = dict(type='CosineAnnealingLR', by_epoch=True, T_max=200, convert_to_iter_based=True)
+param_scheduler = dict(type='CosineAnnealingLR', by_epoch=True, convert_to_iter_based=True)
 train_cfg = dict(by_epoch=True, max_epochs=200, val_interval=5)
 val_cfg = dict()
 test_cfg = dict()

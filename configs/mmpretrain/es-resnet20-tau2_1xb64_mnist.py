@@ -14,9 +14,9 @@ optim_wrapper = dict(
     optimizer=dict(type='Adam', lr=2e-3, weight_decay=1e-5),
     paramwise_cfg=dict(binary_weight_decay_mult=0.),
 )
-param_scheduler = dict(type='CosineAnnealingLR', by_epoch=True, T_max=4, convert_to_iter_based=True)
-train_cfg = dict(by_epoch=True, max_epochs=4, val_interval=1)
+param_scheduler = dict(type='CosineAnnealingLR', by_epoch=True, convert_to_iter_based=True)
+train_cfg = dict(by_epoch=True, max_epochs=8, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
 
-default_hooks = dict(logger=dict(type='LoggerHook', interval=20), checkpoint=dict(type='CheckpointHook', interval=4))
+default_hooks = dict(logger=dict(type='LoggerHook', interval=20), checkpoint=dict(type='CheckpointHook', interval=8))

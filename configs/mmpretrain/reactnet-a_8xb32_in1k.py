@@ -19,8 +19,7 @@ optim_wrapper = dict(
     optimizer=dict(type='Adam', lr=1.25e-3, weight_decay=1e-5),
     paramwise_cfg=dict(binary_weight_decay_mult=0.),
 )
-param_scheduler = dict(type='LinearLR', start_factor=1.0, end_factor=0.0, by_epoch=True, begin=0, end=256,
-                       convert_to_iter_based=True)
+param_scheduler = dict(type='LinearLR', start_factor=1.0, end_factor=0.0, by_epoch=True, convert_to_iter_based=True)
 train_cfg = dict(by_epoch=True, max_epochs=256, val_interval=4)
 val_cfg = dict()
 test_cfg = dict()

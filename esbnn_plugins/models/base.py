@@ -9,6 +9,13 @@ from ..ops import expand, reduce
 from ..ops.stream import REDUCE_MODES
 
 
+def shortcut_pool(stride: int) -> nn.Module:
+    """ReActNet's ``AvgPool2d(2, 2)`` on strided shortcuts; ``ceil_mode`` keeps odd sizes aligned with the conv."""
+    if stride == 1:
+        return nn.Identity()
+    return nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
+
+
 class ESNetwork(nn.Module):
     """Base of the ES networks (METHOD.md section 2, network-level rules).
 

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from ..ops import ESBinaryConv2d, ESConv2d, LearnableBias, concat
 from ..ops.binarizers import BinarizerCfg
 from .base import ESNetwork
-from .reactnet import MOBILENET_WIDTHS, mobilenet_layout, shortcut_pool
+from .base import shortcut_pool
+from .reactnet import MOBILENET_WIDTHS, mobilenet_layout
 
 
 class BNextPart(nn.Module):

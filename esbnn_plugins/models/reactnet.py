@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..ops import ESBinaryConv2d, RPReLU, concat
 from ..ops.binarizers import BinarizerCfg
-from .base import ESNetwork
+from .base import ESNetwork, shortcut_pool
 
 MOBILENET_WIDTHS: Tuple[int, ...] = (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
 """Stem width, then the output width of each of the 13 blocks (ReActNet-A, BNext-T)."""
@@ -35,13 +35,6 @@ def mobilenet_layout(name: str, widths: Sequence[int]) -> List[Tuple[int, int, i
         stride = 2 if i > 1 and widths[i] != widths[i - 1] else 1
         layout.append((widths[i - 1], widths[i], stride))
     return layout
-
-
-def shortcut_pool(stride: int) -> nn.Module:
-    """ReActNet's ``AvgPool2d(2, 2)`` on strided shortcuts; ``ceil_mode`` keeps odd sizes aligned with the conv."""
-    if stride == 1:
-        return nn.Identity()
-    return nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
 
 
 class ReActBlock(nn.Module):
@@ -95,4 +88,4 @@ class ESReActNet(ESNetwork):
         self._finish(widths[-1], num_classes, out_indices)
 
 
-__all__ = ["MOBILENET_WIDTHS", "ESReActNet", "ReActBlock", "mobilenet_layout", "shortcut_pool"]
+__all__ = ["MOBILENET_WIDTHS", "ESReActNet", "ReActBlock", "mobilenet_layout"]

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ..ops import ESBinaryConv2d, ESConv2d, RPReLU
 from ..ops.binarizers import BinarizerCfg
-from .base import ESNetwork
+from .base import ESNetwork, shortcut_pool
 
 BLOCK_ACTIVATIONS = ("rprelu", "prelu", "hardtanh", "identity")
 
@@ -52,9 +52,8 @@ class ESBinaryUnit(nn.Module):
         if stride == 1 and in_channels == out_channels:
             self.shortcut = nn.Identity()
         else:
-            pool = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1 \
-                else nn.Identity()
-            self.shortcut = nn.Sequential(pool, ESConv2d(in_channels, out_channels, 1, bias=False, **es),
+            self.shortcut = nn.Sequential(shortcut_pool(stride),
+                                          ESConv2d(in_channels, out_channels, 1, bias=False, **es),
                                           nn.BatchNorm2d(width))
         self.activation = build_block_activation(activation, width)
 
