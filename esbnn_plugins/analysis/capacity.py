@@ -16,10 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from ..ops import ESBinaryConv2d, ESBinaryLinear, binary_sign
+from .probe import Inputs, probe
 from .table import format_table
-
-Inputs = Union[Tensor, Sequence[Tensor]]
-
 
 @dataclass
 class LayerCapacity:
@@ -45,7 +43,6 @@ def binary_sums(layer: Union[ESBinaryConv2d, ESBinaryLinear], x: Tensor) -> Tens
 
 def representation_capacity(model: nn.Module, inputs: Inputs) -> List[LayerCapacity]:
     """Theoretical and observed capacity of every binary ES layer of ``model`` on ``inputs``."""
-    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
     observed: Dict[str, set] = {}
     layers = {name: m for name, m in model.named_modules()
               if isinstance(m, (ESBinaryConv2d, ESBinaryLinear)) and m.is_binary}
@@ -55,15 +52,7 @@ def representation_capacity(model: nn.Module, inputs: Inputs) -> List[LayerCapac
         observed.setdefault(name, set()).update(torch.unique(sums).tolist())
 
     handles = [m.register_forward_pre_hook(lambda mod, a, n=name: hook(mod, a, n)) for name, m in layers.items()]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(*inputs)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+    probe(model, inputs, handles)
     return [LayerCapacity(name, m.weight[0].numel(), len(observed.get(name, ()))) for name, m in layers.items()]
 
 

@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple
 
-import torch
 from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 
 from ..ops import ESConv2d, ESLinear, RPReLU, RSign
+from .probe import Inputs, as_tuple, probe
 from .table import format_table
 
 ATOMIC = (ESConv2d, ESLinear, RPReLU, RSign)
 """Modules reported as one row, their sub-modules' parameters included."""
-
-Inputs = Union[Tensor, Sequence[Tensor]]
-
 
 @dataclass
 class LayerComplexity:
@@ -133,8 +130,7 @@ def _params(module: nn.Module) -> Tuple[int, int, int, int]:
 
 def complexity(model: nn.Module, inputs: Inputs) -> ComplexityReport:
     """Run ``model`` once on ``inputs`` (batch first) and count per-sample complexity per layer."""
-    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
-    batch = inputs[0].shape[0]
+    batch = as_tuple(inputs)[0].shape[0]
     rows: Dict[str, LayerComplexity] = {}
     inside_atomic: List[str] = []
     for name, module in model.named_modules():
@@ -159,13 +155,5 @@ def complexity(model: nn.Module, inputs: Inputs) -> ComplexityReport:
     handles = [module.register_forward_hook(lambda m, a, o, n=name: hook(m, a, o, n))
                for name, module in model.named_modules() if name in rows
                and isinstance(module, (_ConvNd, nn.Linear, ESConv2d, ESLinear))]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(*inputs)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+    probe(model, inputs, handles)
     return ComplexityReport(list(rows.values()))
