@@ -7,7 +7,7 @@ _base_ = ['mmpretrain::_base_/datasets/imagenet_bs64.py', './_base_/esbnn_runtim
 
 model = dict(
     type='DistillImageClassifier',
-    backbone=dict(type='ESBNext', expand_ratio=1, groups=1),
+    backbone=dict(type='ESBNext'),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(type='LinearClsHead', num_classes=1000, in_channels=1024, loss=dict(type='CrossEntropyLoss')),
     teacher=dict(

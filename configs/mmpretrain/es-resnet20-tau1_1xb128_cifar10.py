@@ -2,11 +2,12 @@
 # residual, ApproxSign activations, mean|W|-scaled sign weights, RPReLU), FP stem and classifier.
 # Recipe (ours; the paper gives none for CIFAR): Adam 1e-3, cosine, 200 epochs, batch 128,
 # weight decay 5e-6 except on latent binary weights. Data: CIFAR-10 python version in data/cifar10.
-_base_ = ['mmpretrain::_base_/datasets/cifar10_bs16.py', './_base_/esbnn_runtime.py']
+_base_ = ['mmpretrain::_base_/datasets/cifar10_bs16.py', './_base_/schedules/adam_cosine.py',
+          './_base_/esbnn_runtime.py']
 
 model = dict(
     type='ImageClassifier',
-    backbone=dict(type='ESBinaryResNet', depth=20, expand_ratio=1, groups=1),
+    backbone=dict(type='ESBinaryResNet', depth=20),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(type='LinearClsHead', num_classes=10, in_channels=64, loss=dict(type='CrossEntropyLoss')),
 )
@@ -15,13 +16,6 @@ train_dataloader = dict(batch_size=128, dataset=dict(download=False))
 val_dataloader = dict(batch_size=128, dataset=dict(download=False))
 test_dataloader = val_dataloader
 
-optim_wrapper = dict(
-    constructor='ESOptimWrapperConstructor',
-    optimizer=dict(type='Adam', lr=1e-3, weight_decay=5e-6),
-    paramwise_cfg=dict(binary_weight_decay_mult=0.),
-)
-param_scheduler = dict(type='CosineAnnealingLR', by_epoch=True, convert_to_iter_based=True)
+optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=5e-6))
 train_cfg = dict(by_epoch=True, max_epochs=200, val_interval=5)
-val_cfg = dict()
-test_cfg = dict()
 auto_scale_lr = dict(base_batch_size=128)

