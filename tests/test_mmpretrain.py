@@ -11,7 +11,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import esbnn_plugins.mmpretrain as es_mmpretrain
-from esbnn_plugins.ops import ESBinaryConv2d, HardSign, HardSignWeight
+from esbnn_plugins.ops import ESBinaryConv2d, HardSignWeight
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs" / "mmpretrain").glob("*.py"))

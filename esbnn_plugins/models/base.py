@@ -31,10 +31,10 @@ class ESNetwork(nn.Module):
         self.name = name
         self.expand_ratio, self.groups, self.reduce_mode = expand_ratio, groups, reduce_mode
 
-    def _build_stage(self, where: str, build: Callable[[], nn.Module]) -> nn.Module:
-        """Build one stage/block, prefixing configuration errors with its place in the network."""
+    def _build_stage(self, where: str, build: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
+        """``build(*args, **kwargs)``, prefixing configuration errors with the block's place in the network."""
         try:
-            return build()
+            return build(*args, **kwargs)
         except ValueError as err:
             raise ValueError(f"{self.name} {where}: {err}") from None
 

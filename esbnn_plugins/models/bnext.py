@@ -22,6 +22,12 @@ from .base import shortcut_pool
 from .reactnet import MOBILENET_WIDTHS, mobilenet_layout
 
 
+BNEXT_ACT_BINARIZER = dict(type="hard_sign", clip=1.5)
+"""BNext's activation binarizer: HardSign with gradient on [-1.5, 1.5]."""
+BNEXT_WEIGHT_BINARIZER = dict(type="hard_sign", scale=True)
+"""BNext's weight binarizer: progressive, temperature-annealed HardSign with the ``mean|W|`` scale."""
+
+
 class BNextPart(nn.Module):
     """One binary conv of a BNext block with its gate and shortcut, at width ``channels * tau * g``.
 
@@ -32,9 +38,8 @@ class BNextPart(nn.Module):
     """
 
     def __init__(self, channels: int, kernel_size: int, stride: int = 1, elm_attention: bool = False,
-                 expand_ratio: int = 1, groups: int = 1,
-                 act_binarizer: BinarizerCfg = dict(type="hard_sign", clip=1.5),
-                 weight_binarizer: BinarizerCfg = dict(type="hard_sign", scale=True), se_ratio: int = 8) -> None:
+                 expand_ratio: int = 1, groups: int = 1, *, act_binarizer: BinarizerCfg,
+                 weight_binarizer: BinarizerCfg, se_ratio: int) -> None:
         super().__init__()
         width = channels * expand_ratio * groups
         es = dict(expand_ratio=expand_ratio, groups=groups)
@@ -81,7 +86,8 @@ class BNextBlock(nn.Module):
 
 
 class ESBNext(ESNetwork):
-    """ES BNext-T; ``expand_ratio=1, groups=1`` is the baseline BNext-T.
+    """ES BNext-T; ``expand_ratio=1, groups=1`` is the baseline BNext-T. Binarizers default to
+    ``BNEXT_ACT_BINARIZER`` and ``BNEXT_WEIGHT_BINARIZER``.
 
     The stem is a full-precision 3x3 conv (stride 2) and BN; ``self.stages`` holds the 13 blocks,
     which ``out_indices`` index; the classifier is PReLU, global pooling and a linear layer.
@@ -89,8 +95,8 @@ class ESBNext(ESNetwork):
     """
 
     def __init__(self, in_channels: int = 3, expand_ratio: int = 1, groups: int = 1,
-                 act_binarizer: BinarizerCfg = dict(type="hard_sign", clip=1.5),
-                 weight_binarizer: BinarizerCfg = dict(type="hard_sign", scale=True), se_ratio: int = 8,
+                 act_binarizer: Optional[BinarizerCfg] = None, weight_binarizer: Optional[BinarizerCfg] = None,
+                 se_ratio: int = 8,
                  reduce_mode: str = "slice", num_classes: Optional[int] = None,
                  out_indices: Optional[Sequence[int]] = None, widths: Sequence[int] = MOBILENET_WIDTHS) -> None:
         super().__init__()
@@ -100,14 +106,16 @@ class ESBNext(ESNetwork):
         layout = mobilenet_layout(self.name, widths)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, stride=2, padding=1, bias=False),
                                   nn.BatchNorm2d(widths[0]))
-        block_cfg = dict(expand_ratio=expand_ratio, groups=groups, act_binarizer=act_binarizer,
-                         weight_binarizer=weight_binarizer, se_ratio=se_ratio)
+        block_cfg = dict(
+            expand_ratio=expand_ratio, groups=groups, se_ratio=se_ratio,
+            act_binarizer=dict(BNEXT_ACT_BINARIZER) if act_binarizer is None else act_binarizer,
+            weight_binarizer=dict(BNEXT_WEIGHT_BINARIZER) if weight_binarizer is None else weight_binarizer)
         self.stages = nn.ModuleList(
-            self._build_stage(f"stages.{i}", lambda: BNextBlock(c_in, c_out, stride, i % 2 == 1, **block_cfg))
+            self._build_stage(f"stages.{i}", BNextBlock, c_in, c_out, stride, i % 2 == 1, **block_cfg)
             for i, (c_in, c_out, stride) in enumerate(layout))
         self._finish(widths[-1], num_classes, out_indices)
         if self.head is not None:
             self.head.insert(0, nn.PReLU(widths[-1]))
 
 
-__all__ = ["BNextBlock", "BNextPart", "ESBNext"]
+__all__ = ["BNEXT_ACT_BINARIZER", "BNEXT_WEIGHT_BINARIZER", "BNextBlock", "BNextPart", "ESBNext"]

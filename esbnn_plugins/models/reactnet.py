@@ -83,7 +83,7 @@ class ESReActNet(ESNetwork):
         block_cfg = dict(expand_ratio=expand_ratio, groups=groups, act_binarizer=act_binarizer,
                          weight_binarizer=weight_binarizer)
         self.stages = nn.ModuleList(
-            self._build_stage(f"stages.{i}", lambda: ReActBlock(c_in, c_out, stride, **block_cfg))
+            self._build_stage(f"stages.{i}", ReActBlock, c_in, c_out, stride, **block_cfg)
             for i, (c_in, c_out, stride) in enumerate(layout))
         self._finish(widths[-1], num_classes, out_indices)
 

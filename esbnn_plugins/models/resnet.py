@@ -95,8 +95,8 @@ class ESBinaryResNet(ESNetwork):
             units = []
             for unit in range(2 * num_blocks):
                 stride = 2 if stage > 0 and unit == 0 else 1
-                units.append(self._build_stage(f"stages.{stage}.{unit}",
-                                               lambda: ESBinaryUnit(in_ch, width, stride, **unit_cfg)))
+                units.append(self._build_stage(f"stages.{stage}.{unit}", ESBinaryUnit, in_ch, width, stride,
+                                               **unit_cfg))
                 in_ch = width
             self.stages.append(nn.Sequential(*units))
         self._finish(in_ch, num_classes, out_indices)
