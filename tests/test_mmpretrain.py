@@ -165,6 +165,13 @@ def test_distillation_loss_is_kl_to_teacher_and_teacher_stays_frozen():
     assert torch.allclose(losses["loss_distill"], ref, atol=1e-6)
     losses["loss_distill"].backward()
     assert all(p.grad is None for p in model.teacher.parameters())
+    model.use_cls_loss = True  # BNext: the head's label loss on the same student logits
+    model.eval()  # BN batch statistics fixed, so the logits equal those of the reference below
+    losses = model.loss(batch["inputs"], batch["data_samples"])
+    with torch.no_grad():
+        s = model.head(model.extract_feat(batch["inputs"]))
+    labels = torch.cat([d.gt_label for d in batch["data_samples"]])
+    assert torch.allclose(losses["loss"], torch.nn.functional.cross_entropy(s, labels), atol=1e-6)
 
 
 def test_teacher_errors_name_the_setting(tmp_path):

@@ -107,5 +107,5 @@ class DistillImageClassifier(ImageClassifier):
         kl = F.kl_div(F.log_softmax(student / t, dim=1), F.softmax(teacher / t, dim=1), reduction="batchmean")
         losses = dict(loss_distill=kl * (t * t) * self.distill_weight)
         if self.use_cls_loss:
-            losses.update(self.head.loss(feats, data_samples))
+            losses.update(self.head._get_loss(student, data_samples))  # the head's loss on its logits
         return losses

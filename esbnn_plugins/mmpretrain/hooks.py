@@ -38,9 +38,10 @@ class TemperatureAnnealingHook(Hook):
         if end_temperature is not None and not 0 < end_temperature <= 1:
             raise ValueError(f"TemperatureAnnealingHook: end_temperature must be in (0, 1], got {end_temperature}")
         self.factor, self.end_temperature = factor, end_temperature
+        self._modules: List[HardSign] = []
 
     def before_train(self, runner) -> None:
-        modules = hard_sign_modules(runner.model)
+        self._modules = modules = hard_sign_modules(runner.model)
         if not modules:
             raise ValueError("TemperatureAnnealingHook: the model has no HardSign module to anneal; use "
                              "act_binarizer/weight_binarizer 'hard_sign' or remove the hook")
@@ -50,7 +51,6 @@ class TemperatureAnnealingHook(Hook):
                            "per epoch")
 
     def after_train_epoch(self, runner) -> None:
-        modules = hard_sign_modules(runner.model)
-        for module in modules:
+        for module in self._modules:
             module.temperature.mul_(self.factor)
-        runner.message_hub.update_scalar("train/hard_sign_temperature", modules[0].temperature.item())
+        runner.message_hub.update_scalar("train/hard_sign_temperature", self._modules[0].temperature.item())

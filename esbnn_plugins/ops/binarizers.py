@@ -21,6 +21,11 @@ def binary_sign(x: Tensor) -> Tensor:
     return torch.sign(x).masked_fill_(x == 0, 1)
 
 
+def kernel_scale(w: Tensor) -> Tensor:
+    """``mean|W|`` per output kernel (XNOR-Net), detached, shaped to broadcast over ``w``."""
+    return w.detach().abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
+
+
 def _channel_view(param: Tensor, x: Tensor) -> Tensor:
     """Shape a per-channel vector to broadcast over ``x``: dim 1 of NCHW maps, last dim otherwise."""
     if x.dim() == 4:
@@ -173,8 +178,7 @@ class ScaledSignWeight(nn.Module):
     scaled = True
 
     def forward(self, w: Tensor) -> Tensor:
-        scale = w.detach().abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
-        return _SignClippedSTE.apply(w, 1.0) * scale
+        return _SignClippedSTE.apply(w, 1.0) * kernel_scale(w)
 
 
 class HardSignWeight(HardSign):
@@ -189,7 +193,7 @@ class HardSignWeight(HardSign):
     def forward(self, w: Tensor) -> Tensor:
         out = super().forward(w)
         if self.scaled:
-            out = out * w.detach().abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
+            out = out * kernel_scale(w)
         return out
 
 
