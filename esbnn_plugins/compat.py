@@ -1,4 +1,4 @@
-"""Fixes for defects of the pinned OpenMMLab stack on torch >= 2.6, applied once on import.
+"""Fixes for defects of the pinned OpenMMLab stack on torch >= 2.6, applied by :mod:`esbnn_plugins.registry`.
 
 mmengine 0.10.7 loads checkpoints with a plain ``torch.load``, whose default is now
 ``weights_only=True``; the checkpoints its Runner writes hold ``HistoryBuffer`` objects, numpy
@@ -52,6 +52,3 @@ def check_pkg_resources() -> None:
                           "0.10.7 needs it to read 'mmpretrain::'/'mmdet::' base configs. "
                           "Install 'setuptools>=77,<82' (tools/setup_env.sh does).")
 
-
-check_pkg_resources()
-allow_mmengine_checkpoints()

@@ -45,7 +45,7 @@ def test_tau1_g1_equals_plain_binary_conv_bias_and_gradients():
 
 @pytest.mark.parametrize("tau,groups", [(2, 1), (4, 1), (2, 2), (1, 4)])
 def test_es_shapes_and_replication(tau, groups):
-    layer = ESBinaryConv2d(8, 16, 3, padding=1, expand_ratio=tau, groups=groups)
+    layer = ESBinaryConv2d(8, 16, 3, padding=1, expand_ratio=tau, es_groups=groups)
     assert layer.weight.shape == (16 // tau, 8 * tau, 3, 3)
     x = torch.randn(2, 8 * tau * groups, 6, 6)
     y = layer(x)
@@ -58,7 +58,7 @@ def test_es_shapes_and_replication(tau, groups):
 
 
 def test_es_group_conv_matches_per_group_reference():
-    layer = ESBinaryConv2d(4, 8, 3, padding=1, expand_ratio=2, groups=2, weight_binarizer="sign")
+    layer = ESBinaryConv2d(4, 8, 3, padding=1, expand_ratio=2, es_groups=2, weight_binarizer="sign")
     x = torch.randn(1, 16, 5, 5)
     per_group = [F.conv2d(binary_sign(xg), binary_sign(wg), padding=1)
                  for xg, wg in zip(x.chunk(2, dim=1), layer.weight.chunk(2, dim=0))]
@@ -67,7 +67,7 @@ def test_es_group_conv_matches_per_group_reference():
 
 
 def test_es_conv_gradients_flow():
-    layer = ESBinaryConv2d(4, 8, 3, padding=1, expand_ratio=2, groups=2, act_binarizer="rsign")
+    layer = ESBinaryConv2d(4, 8, 3, padding=1, expand_ratio=2, es_groups=2, act_binarizer="rsign")
     x = (torch.randn(2, 16, 5, 5) * 0.5).requires_grad_(True)
     layer(x).pow(2).mean().backward()
     for grad in (x.grad, layer.weight.grad, layer.act_binarizer.shift.bias.grad):
@@ -95,7 +95,7 @@ def test_linear_layers():
         layer.bias.copy_(plain.bias)
     x = torch.randn(3, 5, 8)
     assert torch.equal(layer(x), F.linear(x, plain.weight) + plain.bias)
-    grouped = ESLinear(4, 8, bias=False, expand_ratio=2, groups=2)
+    grouped = ESLinear(4, 8, bias=False, expand_ratio=2, es_groups=2)
     x = torch.randn(3, 16)
     w = grouped.weight
     block_diag = torch.block_diag(w[:2], w[2:])
@@ -109,7 +109,7 @@ def test_linear_layers():
 
 def test_stream_helpers():
     x = torch.randn(2, 3, 4, 4)
-    wide = expand(x, 2, groups=2)
+    wide = expand(x, 2, es_groups=2)
     assert wide.shape == (2, 12, 4, 4)
     assert torch.equal(reduce(wide, 2, 2, "slice"), x)
     assert torch.allclose(reduce(wide, 2, 2, "mean"), x)
@@ -121,22 +121,24 @@ def test_stream_helpers():
 
 
 def test_bad_config_and_input_errors_name_the_layer():
-    with pytest.raises(ValueError, match=r"ESBinaryConv2d\(in_channels=16, out_channels=30\).*"
-                                         r"out_channels=30 is not divisible by expand_ratio\*groups=4\*1=4"):
+    with pytest.raises(ValueError, match=r"ESBinaryConv2d\(in_channels=16, out_channels=30, expand_ratio=4, "
+                                         r"es_groups=1\): out_channels=30 is not divisible by "
+                                         r"expand_ratio\*es_groups=4\*1=4"):
         ESBinaryConv2d(16, 30, 3, expand_ratio=4)
-    with pytest.raises(ValueError, match=r"divisible by expand_ratio\*groups=2\*3=6"):
-        ESConv2d(8, 16, 1, expand_ratio=2, groups=3)
+    with pytest.raises(ValueError, match=r"divisible by expand_ratio\*es_groups=2\*3=6"):
+        ESConv2d(8, 16, 1, expand_ratio=2, es_groups=3)
     with pytest.raises(ValueError, match=r"expand_ratio must be an integer >= 1, got 0"):
         ESBinaryConv2d(8, 8, 3, expand_ratio=0)
     with pytest.raises(ValueError, match=r"expand_ratio must be an integer >= 1, got 1.5"):
         ESBinaryLinear(8, 8, expand_ratio=1.5)
     layer = ESBinaryConv2d(8, 16, 3, expand_ratio=2)
     with pytest.raises(ValueError, match=r"ESBinaryConv2d\(in_channels=8, out_channels=16, expand_ratio=2, "
-                                         r"groups=1\): expected input with 16 channels.*got shape \(1, 8, 5, 5\)"):
+                                         r"es_groups=1\): expected input with 16 features in dim 1.*"
+                                         r"got shape \(1, 8, 5, 5\)"):
         layer(torch.randn(1, 8, 5, 5))
-    with pytest.raises(ValueError, match=r"ESLinear.*expected input with 12 channels"):
+    with pytest.raises(ValueError, match=r"ESLinear\(in_features=4, out_features=6.*expected input with 12 features in the last dim"):
         ESLinear(4, 6, expand_ratio=3)(torch.randn(2, 4))
-    with pytest.raises(ValueError, match=r"width 10 in dim 1 is not divisible by expand_ratio\*groups=2\*2=4"):
+    with pytest.raises(ValueError, match=r"width 10 in dim 1 is not divisible by expand_ratio\*es_groups=2\*2=4"):
         reduce(torch.randn(1, 10, 2, 2), 2, 2)
     with pytest.raises(ValueError, match=r"mode must be one of"):
         ESReduce(2, mode="max")

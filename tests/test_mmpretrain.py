@@ -88,7 +88,7 @@ def test_es_configs_keep_baseline_bops():
     for base_name, es_name, size in pairs:
         base = load_cfg(ROOT / "configs/mmpretrain" / base_name).model.backbone
         es = load_cfg(ROOT / "configs/mmpretrain" / es_name).model.backbone
-        assert es.expand_ratio * es.get("groups", 1) > 1 and "expand_ratio" not in base  # baseline: default tau=1
+        assert es.expand_ratio * es.get("es_groups", 1) > 1 and "expand_ratio" not in base  # baseline: default tau=1
         from mmpretrain.registry import MODELS
 
         x = torch.randn(1, 3, size, size)
@@ -203,7 +203,7 @@ def test_bad_backbone_settings_name_the_setting():
     cfg = load_cfg(ROOT / "configs/mmpretrain/es-resnet20-tau2_1xb128_cifar10.py")
     cfg.model.backbone.expand_ratio = 3
     with pytest.raises(ValueError, match=r"ESBinaryResNet-20 stages.0.0: .*out_channels=16 is not divisible by "
-                                         r"expand_ratio\*groups=3\*1=3"):
+                                         r"expand_ratio\*es_groups=3\*1=3"):
         build_model(cfg)
     cfg.model.backbone.expand_ratio = 2
     cfg.model.backbone.act_binarizer = "sgn"

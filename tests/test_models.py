@@ -4,9 +4,9 @@ import torch
 from esbnn_plugins.models import ESBinaryResNet, resnet18, resnet20
 
 
-@pytest.mark.parametrize("tau,groups", [(1, 1), (2, 1), (2, 2)])
-def test_resnet20_forward_backward(tau, groups):
-    model = resnet20(num_classes=10, expand_ratio=tau, groups=groups, act_binarizer="rsign")
+@pytest.mark.parametrize("tau,es_groups", [(1, 1), (2, 1), (2, 2)])
+def test_resnet20_forward_backward(tau, es_groups):
+    model = resnet20(num_classes=10, expand_ratio=tau, es_groups=es_groups, act_binarizer="rsign")
     x = torch.randn(2, 3, 28, 28)  # odd sizes on the way down (7x7) must work too
     logits = model(x)
     assert logits.shape == (2, 10)
@@ -16,7 +16,7 @@ def test_resnet20_forward_backward(tau, groups):
 
 
 def test_backbone_outputs_are_reduced_to_nominal_width():
-    model = resnet18(expand_ratio=2, groups=2, out_indices=(0, 3), reduce_mode="mean")
+    model = resnet18(expand_ratio=2, es_groups=2, out_indices=(0, 3), reduce_mode="mean")
     outs = model(torch.randn(1, 3, 64, 64))
     assert [o.shape[1] for o in outs] == [64, 512]
 
@@ -31,8 +31,8 @@ def test_tau1_is_the_baseline_layout():
 
 def test_bad_config_names_the_layer():
     with pytest.raises(ValueError, match=r"ESBinaryResNet-20 stages.0.0: ESBinaryConv2d\(in_channels=16, "
-                                         r"out_channels=16\): out_channels=16 is not divisible by "
-                                         r"expand_ratio\*groups=3\*1=3"):
+                                         r"out_channels=16, expand_ratio=3, es_groups=1\): out_channels=16 is not divisible by "
+                                         r"expand_ratio\*es_groups=3\*1=3"):
         resnet20(expand_ratio=3)
     with pytest.raises(ValueError, match="depth must be one of"):
         ESBinaryResNet(depth=34)

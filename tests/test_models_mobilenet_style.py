@@ -54,9 +54,9 @@ def test_layout_strides_and_bnext_block_kinds():
 
 
 @pytest.mark.parametrize("net", sorted(NETWORKS))
-@pytest.mark.parametrize("tau,groups", [(1, 1), (2, 1), (2, 2)])
-def test_forward_backward(net, tau, groups):
-    model = build(net, num_classes=10, expand_ratio=tau, groups=groups)
+@pytest.mark.parametrize("tau,es_groups", [(1, 1), (2, 1), (2, 2)])
+def test_forward_backward(net, tau, es_groups):
+    model = build(net, num_classes=10, expand_ratio=tau, es_groups=es_groups)
     logits = model(torch.randn(2, 3, 32, 32))
     assert logits.shape == (2, 10)
     logits.sum().backward()
@@ -67,7 +67,7 @@ def test_forward_backward(net, tau, groups):
 
 @pytest.mark.parametrize("net", sorted(NETWORKS))
 def test_backbone_outputs_are_reduced_to_nominal_width(net):
-    model = build(net, expand_ratio=2, groups=2, out_indices=(0, 2, 12), reduce_mode="mean")
+    model = build(net, expand_ratio=2, es_groups=2, out_indices=(0, 2, 12), reduce_mode="mean")
     outs = model(torch.randn(2, 3, 32, 32))
     assert [tuple(o.shape) for o in outs] == [(2, NARROW[1], 16, 16), (2, NARROW[3], 8, 8), (2, NARROW[13], 1, 1)]
     with pytest.raises(ValueError, match=r"out_indices entries must be in \[0, 13\), got 13"):
@@ -88,8 +88,8 @@ def test_tau1_is_the_baseline_layout():
 def test_es_has_baseline_bops_and_flops(net):
     x = torch.randn(1, 3, 32, 32)
     base = complexity(build(net, num_classes=10), x)
-    for tau, groups in [(2, 1), (2, 2)]:
-        es = complexity(build(net, num_classes=10, expand_ratio=tau, groups=groups), x)
+    for tau, es_groups in [(2, 1), (2, 2)]:
+        es = complexity(build(net, num_classes=10, expand_ratio=tau, es_groups=es_groups), x)
         assert es.bops == base.bops and es.flops == base.flops and es.binary_params == base.binary_params
         assert es.fp_params > base.fp_params
 
@@ -141,13 +141,14 @@ def test_hardsign_temperatures_are_found_in_es_bnext():
 
 
 def test_divisibility_errors_name_the_block():
-    with pytest.raises(ValueError, match=r"ESReActNet stages\.0: ESBinaryConv2d\(in_channels=32, out_channels=32\): "
-                                         r"out_channels=32 is not divisible by expand_ratio\*groups=3\*1=3"):
+    with pytest.raises(ValueError, match=r"ESReActNet stages\.0: ESBinaryConv2d\(in_channels=32, out_channels=32, expand_ratio=3, "
+                                         r"es_groups=1\): "
+                                         r"out_channels=32 is not divisible by expand_ratio\*es_groups=3\*1=3"):
         ESReActNet(expand_ratio=3)
     # the binary convs divide (32 % 8 == 0), the gate's 32 // 8 = 4 channels do not
-    with pytest.raises(ValueError, match=r"ESBNext stages\.0: ESConv2d\(in_channels=32, out_channels=4\): "
-                                         r"out_channels=4 is not divisible by expand_ratio\*groups=4\*2=8"):
-        ESBNext(expand_ratio=4, groups=2)
+    with pytest.raises(ValueError, match=r"ESBNext stages\.0: ESConv2d\(in_channels=32, out_channels=4, expand_ratio=4, es_groups=2\): "
+                                         r"out_channels=4 is not divisible by expand_ratio\*es_groups=4\*2=8"):
+        ESBNext(expand_ratio=4, es_groups=2)
     with pytest.raises(ValueError, match=r"ESBNext: se_ratio must be an integer >= 1, got 0"):
         ESBNext(se_ratio=0)
 

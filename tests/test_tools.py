@@ -30,4 +30,4 @@ def test_capacity_tool(tmp_path):
 def test_bad_variant_is_a_clear_cli_error():
     result = subprocess.run([sys.executable, "tools/complexity.py", "--variants", "2y"], cwd=ROOT,
                             capture_output=True, text=True)
-    assert result.returncode == 2 and "expected TAU or TAUxGROUPS" in result.stderr
+    assert result.returncode == 2 and "expected TAU or TAUxG" in result.stderr

@@ -35,11 +35,11 @@ DATASETS = {"MNIST digits": (CONFIGS / "es-resnet20-tau2_1xb64_mnist.py", 28),
             "CIFAR-10": (CONFIGS / "es-resnet20-tau1_1xb128_cifar10.py", 32)}
 
 
-def train_variant(config: Path, tau: int, groups: int, seed: int, epochs: int, data_root: str | None,
+def train_variant(config: Path, tau: int, es_groups: int, seed: int, epochs: int, data_root: str | None,
                   work_dir: Path) -> dict:
     """Train one variant with the stock runner; return per-epoch accuracy and mean step time."""
     cfg = Config.fromfile(str(config))
-    cfg.model.backbone.update(expand_ratio=tau, groups=groups)
+    cfg.model.backbone.update(expand_ratio=tau, es_groups=es_groups)
     cfg.randomness = dict(seed=seed, deterministic=False)
     cfg.train_cfg.update(max_epochs=epochs, val_interval=1)
     cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=-1, save_last=False)
@@ -48,7 +48,7 @@ def train_variant(config: Path, tau: int, groups: int, seed: int, epochs: int, d
     if data_root:
         for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
             cfg[loader].dataset.data_root = data_root
-    cfg.work_dir = str(work_dir / f"tau{tau}_g{groups}_seed{seed}")
+    cfg.work_dir = str(work_dir / f"tau{tau}_g{es_groups}_seed{seed}")
     runner = RUNNERS.build(cfg)
     runner.train()
     scalars = [json.loads(line) for line in
@@ -130,7 +130,7 @@ def plot_curves(results: Dict[Tuple[str, str], List[List[float]]], path: Path) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", type=parse_variant, nargs="+", default=[(1, 1), (2, 1), (2, 2)],
-                        help="TAU or TAUxGROUPS per network (default: 1 2 2x2)")
+                        help="TAU or TAUxG per network (default: 1 2 2x2)")
     parser.add_argument("--epochs", type=int, help="MNIST epochs (default: the MNIST config's max_epochs)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--cifar10", help="CIFAR-10 data_root (python version); adds the CIFAR-10 run")
@@ -156,12 +156,12 @@ def main() -> None:
             config, size = DATASETS[dataset]
             channels = Config.fromfile(str(config)).model.backbone.get("in_channels", 3)
             base_ops = base_step = None
-            for tau, groups in args.variants:
-                label = variant_label(tau, groups)
-                results = [train_variant(config, tau, groups, seed, epochs, data_root, Path(tmp) / dataset)
+            for tau, es_groups in args.variants:
+                label = variant_label(tau, es_groups)
+                results = [train_variant(config, tau, es_groups, seed, epochs, data_root, Path(tmp) / dataset)
                            for seed in args.seeds]
                 curves[(dataset, label)] = [r["accuracy"] for r in results]
-                report = complexity(ESBinaryResNet(depth=20, in_channels=channels, expand_ratio=tau, groups=groups,
+                report = complexity(ESBinaryResNet(depth=20, in_channels=channels, expand_ratio=tau, es_groups=es_groups,
                                                    num_classes=10), torch.zeros(1, channels, size, size))
                 finals = [r["accuracy"][-1] for r in results]
                 step = statistics.mean(r["step_time"] for r in results)

@@ -3,7 +3,7 @@ dataset, the temperature-annealing hook, the optimizer constructor and ``ESRunne
 
 Configs load it with ``custom_imports = dict(imports=['esbnn_plugins.mmpretrain'])``.
 """
-import esbnn_plugins  # noqa: F401  (stack fixes, ES layers in the root registry)
+from .. import registry  # noqa: F401  (stack fixes, ES layers in the root registry)
 
 from .backbones import ESBinaryResNet, ESBNext, ESReActNet
 from .datasets import MNISTDigits

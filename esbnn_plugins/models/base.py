@@ -25,11 +25,11 @@ class ESNetwork(nn.Module):
     each reduced to nominal width.
     """
 
-    def _init_stream(self, name: str, expand_ratio: int, groups: int, reduce_mode: str) -> None:
+    def _init_stream(self, name: str, expand_ratio: int, es_groups: int, reduce_mode: str) -> None:
         if reduce_mode not in REDUCE_MODES:
             raise ValueError(f"{name}: reduce_mode must be one of {REDUCE_MODES}, got {reduce_mode!r}")
         self.name = name
-        self.expand_ratio, self.groups, self.reduce_mode = expand_ratio, groups, reduce_mode
+        self.expand_ratio, self.es_groups, self.reduce_mode = expand_ratio, es_groups, reduce_mode
 
     def _build_stage(self, where: str, build: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
         """``build(*args, **kwargs)``, prefixing configuration errors with the block's place in the network."""
@@ -49,10 +49,10 @@ class ESNetwork(nn.Module):
             self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(out_channels, num_classes))
 
     def _reduce(self, x: Tensor) -> Tensor:
-        return reduce(x, self.expand_ratio, self.groups, self.reduce_mode)
+        return reduce(x, self.expand_ratio, self.es_groups, self.reduce_mode)
 
     def forward(self, x: Tensor) -> Tensor | Tuple[Tensor, ...]:
-        x = expand(self.stem(x), self.expand_ratio, self.groups)
+        x = expand(self.stem(x), self.expand_ratio, self.es_groups)
         outs = []
         for index, stage in enumerate(self.stages):
             x = stage(x)

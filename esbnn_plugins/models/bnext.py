@@ -38,11 +38,11 @@ class BNextPart(nn.Module):
     """
 
     def __init__(self, channels: int, kernel_size: int, stride: int = 1, elm_attention: bool = False,
-                 expand_ratio: int = 1, groups: int = 1, *, act_binarizer: BinarizerCfg,
+                 expand_ratio: int = 1, es_groups: int = 1, *, act_binarizer: BinarizerCfg,
                  weight_binarizer: BinarizerCfg, se_ratio: int) -> None:
         super().__init__()
-        width = channels * expand_ratio * groups
-        es = dict(expand_ratio=expand_ratio, groups=groups)
+        width = channels * expand_ratio * es_groups
+        es = dict(expand_ratio=expand_ratio, es_groups=es_groups)
         self.shift = LearnableBias(width)
         self.conv = ESBinaryConv2d(channels, channels, kernel_size, stride=stride, padding=kernel_size // 2,
                                    bias=False, act_binarizer=act_binarizer, weight_binarizer=weight_binarizer, **es)
@@ -72,21 +72,21 @@ class BNextBlock(nn.Module):
     """3x3 part (ELM-Attention or FFN), then ``out_channels // in_channels`` parallel 1x1 FFNs."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, elm_attention: bool = False,
-                 expand_ratio: int = 1, groups: int = 1, **part_cfg) -> None:
+                 expand_ratio: int = 1, es_groups: int = 1, **part_cfg) -> None:
         super().__init__()
-        es = dict(expand_ratio=expand_ratio, groups=groups)
-        self.expand_ratio, self.groups = expand_ratio, groups
+        es = dict(expand_ratio=expand_ratio, es_groups=es_groups)
+        self.expand_ratio, self.es_groups = expand_ratio, es_groups
         self.attention = BNextPart(in_channels, 3, stride, elm_attention, **es, **part_cfg)
         self.ffn = nn.ModuleList(BNextPart(in_channels, 1, **es, **part_cfg)
                                  for _ in range(out_channels // in_channels))
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.attention(x)
-        return concat([ffn(x) for ffn in self.ffn], self.expand_ratio, self.groups)
+        return concat([ffn(x) for ffn in self.ffn], self.expand_ratio, self.es_groups)
 
 
 class ESBNext(ESNetwork):
-    """ES BNext-T; ``expand_ratio=1, groups=1`` is the baseline BNext-T. Binarizers default to
+    """ES BNext-T; ``expand_ratio=1, es_groups=1`` is the baseline BNext-T. Binarizers default to
     ``BNEXT_ACT_BINARIZER`` and ``BNEXT_WEIGHT_BINARIZER``.
 
     The stem is a full-precision 3x3 conv (stride 2) and BN; ``self.stages`` holds the 13 blocks,
@@ -94,20 +94,20 @@ class ESBNext(ESNetwork):
     ``widths`` is validated as in :class:`ESReActNet`; ``se_ratio`` is the gate's bottleneck ratio.
     """
 
-    def __init__(self, in_channels: int = 3, expand_ratio: int = 1, groups: int = 1,
+    def __init__(self, in_channels: int = 3, expand_ratio: int = 1, es_groups: int = 1,
                  act_binarizer: Optional[BinarizerCfg] = None, weight_binarizer: Optional[BinarizerCfg] = None,
                  se_ratio: int = 8,
                  reduce_mode: str = "slice", num_classes: Optional[int] = None,
                  out_indices: Optional[Sequence[int]] = None, widths: Sequence[int] = MOBILENET_WIDTHS) -> None:
         super().__init__()
-        self._init_stream("ESBNext", expand_ratio, groups, reduce_mode)
+        self._init_stream("ESBNext", expand_ratio, es_groups, reduce_mode)
         if not isinstance(se_ratio, int) or isinstance(se_ratio, bool) or se_ratio < 1:
             raise ValueError(f"{self.name}: se_ratio must be an integer >= 1, got {se_ratio!r}")
         layout = mobilenet_layout(self.name, widths)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, stride=2, padding=1, bias=False),
                                   nn.BatchNorm2d(widths[0]))
         block_cfg = dict(
-            expand_ratio=expand_ratio, groups=groups, se_ratio=se_ratio,
+            expand_ratio=expand_ratio, es_groups=es_groups, se_ratio=se_ratio,
             act_binarizer=dict(BNEXT_ACT_BINARIZER) if act_binarizer is None else act_binarizer,
             weight_binarizer=dict(BNEXT_WEIGHT_BINARIZER) if weight_binarizer is None else weight_binarizer)
         self.stages = nn.ModuleList(

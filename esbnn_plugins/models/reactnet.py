@@ -41,13 +41,13 @@ class ReActBlock(nn.Module):
     """One ReActNet-A block at width ``channels * tau * g``."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, expand_ratio: int = 1,
-                 groups: int = 1, act_binarizer: BinarizerCfg = "rsign",
+                 es_groups: int = 1, act_binarizer: BinarizerCfg = "rsign",
                  weight_binarizer: BinarizerCfg = "scaled_sign") -> None:
         super().__init__()
-        width = in_channels * expand_ratio * groups
-        binary = dict(bias=False, expand_ratio=expand_ratio, groups=groups, act_binarizer=act_binarizer,
+        width = in_channels * expand_ratio * es_groups
+        binary = dict(bias=False, expand_ratio=expand_ratio, es_groups=es_groups, act_binarizer=act_binarizer,
                       weight_binarizer=weight_binarizer)
-        self.expand_ratio, self.groups = expand_ratio, groups
+        self.expand_ratio, self.es_groups = expand_ratio, es_groups
         self.conv3x3 = ESBinaryConv2d(in_channels, in_channels, 3, stride=stride, padding=1, **binary)
         self.bn1 = nn.BatchNorm2d(width)
         self.shortcut = shortcut_pool(stride)
@@ -55,32 +55,32 @@ class ReActBlock(nn.Module):
         branches = out_channels // in_channels
         self.pointwise = nn.ModuleList(ESBinaryConv2d(in_channels, in_channels, 1, **binary) for _ in range(branches))
         self.bn2 = nn.ModuleList(nn.BatchNorm2d(width) for _ in range(branches))
-        self.act2 = RPReLU(out_channels * expand_ratio * groups)
+        self.act2 = RPReLU(out_channels * expand_ratio * es_groups)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.act1(self.bn1(self.conv3x3(x)) + self.shortcut(x))
         outs = [bn(conv(x)) + x for conv, bn in zip(self.pointwise, self.bn2)]
-        return self.act2(concat(outs, self.expand_ratio, self.groups))
+        return self.act2(concat(outs, self.expand_ratio, self.es_groups))
 
 
 class ESReActNet(ESNetwork):
-    """ES ReActNet-A; ``expand_ratio=1, groups=1`` is the baseline ReActNet-A.
+    """ES ReActNet-A; ``expand_ratio=1, es_groups=1`` is the baseline ReActNet-A.
 
     The stem is a full-precision 3x3 conv (stride 2) and BN; ``self.stages`` holds the 13 blocks,
     which ``out_indices`` index. ``widths`` (stem width, then one per block, each equal to or double
     the previous) defaults to ReActNet-A's.
     """
 
-    def __init__(self, in_channels: int = 3, expand_ratio: int = 1, groups: int = 1,
+    def __init__(self, in_channels: int = 3, expand_ratio: int = 1, es_groups: int = 1,
                  act_binarizer: BinarizerCfg = "rsign", weight_binarizer: BinarizerCfg = "scaled_sign",
                  reduce_mode: str = "slice", num_classes: Optional[int] = None,
                  out_indices: Optional[Sequence[int]] = None, widths: Sequence[int] = MOBILENET_WIDTHS) -> None:
         super().__init__()
-        self._init_stream("ESReActNet", expand_ratio, groups, reduce_mode)
+        self._init_stream("ESReActNet", expand_ratio, es_groups, reduce_mode)
         layout = mobilenet_layout(self.name, widths)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, stride=2, padding=1, bias=False),
                                   nn.BatchNorm2d(widths[0]))
-        block_cfg = dict(expand_ratio=expand_ratio, groups=groups, act_binarizer=act_binarizer,
+        block_cfg = dict(expand_ratio=expand_ratio, es_groups=es_groups, act_binarizer=act_binarizer,
                          weight_binarizer=weight_binarizer)
         self.stages = nn.ModuleList(
             self._build_stage(f"stages.{i}", ReActBlock, c_in, c_out, stride, **block_cfg)

@@ -2,7 +2,7 @@
 
 One binary 3x3 conv per residual (Bi-Real Net), a real-valued shortcut, and on downsampling an
 average pool followed by a full-precision 1x1 conv (ReActNet). The stem and classifier are full
-precision; the stream is widened by ``expand_ratio * groups`` right after the stem and reduced
+precision; the stream is widened by ``expand_ratio * es_groups`` right after the stem and reduced
 back to nominal width (``slice`` or ``mean``) before the output (METHOD.md section 2).
 """
 from __future__ import annotations
@@ -41,11 +41,11 @@ class ESBinaryUnit(nn.Module):
     """Binary 3x3 ES conv -> BN -> + shortcut -> activation, all at width ``channels * tau * g``."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, expand_ratio: int = 1,
-                 groups: int = 1, act_binarizer: BinarizerCfg = "approx_sign",
+                 es_groups: int = 1, act_binarizer: BinarizerCfg = "approx_sign",
                  weight_binarizer: BinarizerCfg = "scaled_sign", activation: str = "rprelu") -> None:
         super().__init__()
-        width = out_channels * expand_ratio * groups
-        es = dict(expand_ratio=expand_ratio, groups=groups)
+        width = out_channels * expand_ratio * es_groups
+        es = dict(expand_ratio=expand_ratio, es_groups=es_groups)
         self.conv = ESBinaryConv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False,
                                    act_binarizer=act_binarizer, weight_binarizer=weight_binarizer, **es)
         self.bn = nn.BatchNorm2d(width)
@@ -62,13 +62,13 @@ class ESBinaryUnit(nn.Module):
 
 
 class ESBinaryResNet(ESNetwork):
-    """ES binary ResNet (depth 18 or 20); ``expand_ratio=1, groups=1`` is the baseline BNN.
+    """ES binary ResNet (depth 18 or 20); ``expand_ratio=1, es_groups=1`` is the baseline BNN.
 
     With ``num_classes`` it returns the logits of the last stage; without, a tuple of the stage
     outputs listed in ``out_indices``, each reduced to nominal width (for a framework's neck and head).
     """
 
-    def __init__(self, depth: int = 18, in_channels: int = 3, expand_ratio: int = 1, groups: int = 1,
+    def __init__(self, depth: int = 18, in_channels: int = 3, expand_ratio: int = 1, es_groups: int = 1,
                  act_binarizer: BinarizerCfg = "approx_sign", weight_binarizer: BinarizerCfg = "scaled_sign",
                  activation: str = "rprelu", reduce_mode: str = "slice", num_classes: Optional[int] = None,
                  out_indices: Optional[Sequence[int]] = None) -> None:
@@ -77,7 +77,7 @@ class ESBinaryResNet(ESNetwork):
             raise ValueError(f"ESBinaryResNet: depth must be one of {sorted(ARCHS)}, got {depth!r}")
         if activation not in BLOCK_ACTIVATIONS:
             raise ValueError(f"ESBinaryResNet: activation must be one of {BLOCK_ACTIVATIONS}, got {activation!r}")
-        self._init_stream(f"ESBinaryResNet-{depth}", expand_ratio, groups, reduce_mode)
+        self._init_stream(f"ESBinaryResNet-{depth}", expand_ratio, es_groups, reduce_mode)
         self.depth = depth
         arch = ARCHS[depth]
         widths, blocks = arch["widths"], arch["blocks"]
@@ -87,7 +87,7 @@ class ESBinaryResNet(ESNetwork):
         else:
             self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 7, stride=2, padding=3, bias=False),
                                       nn.BatchNorm2d(widths[0]), nn.MaxPool2d(3, stride=2, padding=1))
-        unit_cfg = dict(expand_ratio=expand_ratio, groups=groups, act_binarizer=act_binarizer,
+        unit_cfg = dict(expand_ratio=expand_ratio, es_groups=es_groups, act_binarizer=act_binarizer,
                         weight_binarizer=weight_binarizer, activation=activation)
         self.stages = nn.ModuleList()
         in_ch = widths[0]

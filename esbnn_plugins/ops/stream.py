@@ -9,16 +9,16 @@ from torch import Tensor, nn
 REDUCE_MODES = ("slice", "mean")
 
 
-def _replicas(expand_ratio: int, groups: int, where: str) -> int:
-    for name, value in (("expand_ratio", expand_ratio), ("groups", groups)):
+def _replicas(expand_ratio: int, es_groups: int, where: str) -> int:
+    for name, value in (("expand_ratio", expand_ratio), ("es_groups", es_groups)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{where}: {name} must be an integer >= 1, got {value!r}")
-    return expand_ratio * groups
+    return expand_ratio * es_groups
 
 
-def expand(x: Tensor, expand_ratio: int, groups: int = 1, dim: int = 1) -> Tensor:
+def expand(x: Tensor, expand_ratio: int, es_groups: int = 1, dim: int = 1) -> Tensor:
     """Replicate ``x`` ``tau*g`` times along ``dim`` (``x.repeat``), as after the stem."""
-    copies = _replicas(expand_ratio, groups, "expand")
+    copies = _replicas(expand_ratio, es_groups, "expand")
     if copies == 1:
         return x
     reps = [1] * x.dim()
@@ -26,19 +26,19 @@ def expand(x: Tensor, expand_ratio: int, groups: int = 1, dim: int = 1) -> Tenso
     return x.repeat(*reps)
 
 
-def reduce(x: Tensor, expand_ratio: int, groups: int = 1, mode: str = "slice", dim: int = 1) -> Tensor:
+def reduce(x: Tensor, expand_ratio: int, es_groups: int = 1, mode: str = "slice", dim: int = 1) -> Tensor:
     """Bring a widened stream back to its nominal width.
 
     ``slice`` keeps the first ``C`` channels (official ES-BNext); ``mean`` averages the ``tau*g``
     replicas, which are contiguous blocks of ``C`` channels.
     """
-    copies = _replicas(expand_ratio, groups, "reduce")
+    copies = _replicas(expand_ratio, es_groups, "reduce")
     if mode not in REDUCE_MODES:
         raise ValueError(f"reduce: mode must be one of {REDUCE_MODES}, got {mode!r}")
     width = x.shape[dim]
     if width % copies:
         raise ValueError(f"reduce: width {width} in dim {dim} is not divisible by "
-                         f"expand_ratio*groups={expand_ratio}*{groups}={copies}")
+                         f"expand_ratio*es_groups={expand_ratio}*{es_groups}={copies}")
     nominal = width // copies
     if mode == "slice":
         return x.narrow(dim, 0, nominal)
@@ -46,20 +46,20 @@ def reduce(x: Tensor, expand_ratio: int, groups: int = 1, mode: str = "slice", d
     return x.unflatten(dim, (copies, nominal)).mean(dim)
 
 
-def concat(tensors: Sequence[Tensor], expand_ratio: int, groups: int = 1, dim: int = 1) -> Tensor:
+def concat(tensors: Sequence[Tensor], expand_ratio: int, es_groups: int = 1, dim: int = 1) -> Tensor:
     """Concatenate widened streams replica by replica, so the result is again ``tau*g`` contiguous replicas.
 
     Each input holds ``tau*g`` replicas of its nominal channels; replica ``j`` of the output is the
     concatenation of the inputs' replicas ``j`` (the baseline ``torch.cat`` at ``tau = g = 1``).
     """
-    copies = _replicas(expand_ratio, groups, "concat")
+    copies = _replicas(expand_ratio, es_groups, "concat")
     if len(tensors) == 1:
         return tensors[0]
     dim = dim % tensors[0].dim()
     for x in tensors:
         if x.shape[dim] % copies:
             raise ValueError(f"concat: width {x.shape[dim]} in dim {dim} is not divisible by "
-                             f"expand_ratio*groups={expand_ratio}*{groups}={copies}")
+                             f"expand_ratio*es_groups={expand_ratio}*{es_groups}={copies}")
     parts = [x.unflatten(dim, (copies, x.shape[dim] // copies)) for x in tensors]
     return torch.cat(parts, dim=dim + 1).flatten(dim, dim + 1)
 
@@ -67,30 +67,30 @@ def concat(tensors: Sequence[Tensor], expand_ratio: int, groups: int = 1, dim: i
 class ESExpand(nn.Module):
     """Module form of :func:`expand`."""
 
-    def __init__(self, expand_ratio: int = 1, groups: int = 1, dim: int = 1) -> None:
+    def __init__(self, expand_ratio: int = 1, es_groups: int = 1, dim: int = 1) -> None:
         super().__init__()
-        _replicas(expand_ratio, groups, "ESExpand")
-        self.expand_ratio, self.groups, self.dim = expand_ratio, groups, dim
+        _replicas(expand_ratio, es_groups, "ESExpand")
+        self.expand_ratio, self.es_groups, self.dim = expand_ratio, es_groups, dim
 
     def forward(self, x: Tensor) -> Tensor:
-        return expand(x, self.expand_ratio, self.groups, self.dim)
+        return expand(x, self.expand_ratio, self.es_groups, self.dim)
 
     def extra_repr(self) -> str:
-        return f"expand_ratio={self.expand_ratio}, groups={self.groups}, dim={self.dim}"
+        return f"expand_ratio={self.expand_ratio}, es_groups={self.es_groups}, dim={self.dim}"
 
 
 class ESReduce(nn.Module):
     """Module form of :func:`reduce`."""
 
-    def __init__(self, expand_ratio: int = 1, groups: int = 1, mode: str = "slice", dim: int = 1) -> None:
+    def __init__(self, expand_ratio: int = 1, es_groups: int = 1, mode: str = "slice", dim: int = 1) -> None:
         super().__init__()
-        _replicas(expand_ratio, groups, "ESReduce")
+        _replicas(expand_ratio, es_groups, "ESReduce")
         if mode not in REDUCE_MODES:
             raise ValueError(f"ESReduce: mode must be one of {REDUCE_MODES}, got {mode!r}")
-        self.expand_ratio, self.groups, self.mode, self.dim = expand_ratio, groups, mode, dim
+        self.expand_ratio, self.es_groups, self.mode, self.dim = expand_ratio, es_groups, mode, dim
 
     def forward(self, x: Tensor) -> Tensor:
-        return reduce(x, self.expand_ratio, self.groups, self.mode, self.dim)
+        return reduce(x, self.expand_ratio, self.es_groups, self.mode, self.dim)
 
     def extra_repr(self) -> str:
-        return f"expand_ratio={self.expand_ratio}, groups={self.groups}, mode={self.mode!r}, dim={self.dim}"
+        return f"expand_ratio={self.expand_ratio}, es_groups={self.es_groups}, mode={self.mode!r}, dim={self.dim}"
