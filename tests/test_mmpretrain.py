@@ -309,3 +309,21 @@ def test_stock_train_script_runs_the_mnist_config(tmp_path):
     log = result.stdout + result.stderr
     assert "Epoch(train) [1][2/2]" in log and "accuracy/top1" in log
     assert (tmp_path / "epoch_1.pth").is_file()
+
+
+def test_bnext_through_mmpretrain_is_the_standalone_network():
+    """One definition: the classifier built from the BNext config computes the standalone model's logits."""
+    from esbnn_plugins.models import ESBNext
+
+    torch.manual_seed(0)
+    widths = (8, 16, 32, 32, 64, 64, 64, 64, 64, 64, 64, 64, 128, 128)
+    standalone = ESBNext(expand_ratio=2, se_ratio=2, num_classes=5, widths=widths).eval()
+    classifier = build_model(Config(dict(model=dict(
+        type="ImageClassifier", backbone=dict(type="ESBNext", expand_ratio=2, se_ratio=2, widths=widths),
+        neck=dict(type="GlobalAveragePooling"), head=dict(type="LinearClsHead", num_classes=5, in_channels=128)))))
+    state = {k.replace("head.2.", "head.fc.") if k.startswith("head.") else f"backbone.{k}": v
+             for k, v in standalone.state_dict().items()}
+    assert classifier.load_state_dict(state, strict=True)
+    classifier.eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(classifier(x, mode="tensor"), standalone(x), atol=1e-6)

@@ -22,7 +22,8 @@ class ESNetwork(nn.Module):
     Subclasses build ``self.stem`` (full precision, nominal width) and ``self.stages`` (an
     ``nn.ModuleList`` working on the widened stream) and call :meth:`_finish`. ``forward``
     returns logits when ``num_classes`` is set, else the tuple of ``out_indices`` stage outputs,
-    each reduced to nominal width.
+    each reduced to nominal width. A subclass may set ``self.final_act`` (applied to the last
+    stage's reduced output, before the classifier or a framework's neck) before :meth:`_finish`.
     """
 
     def _init_stream(self, name: str, expand_ratio: int, es_groups: int, reduce_mode: str) -> None:
@@ -30,6 +31,7 @@ class ESNetwork(nn.Module):
             raise ValueError(f"{name}: reduce_mode must be one of {REDUCE_MODES}, got {reduce_mode!r}")
         self.name = name
         self.expand_ratio, self.es_groups, self.reduce_mode = expand_ratio, es_groups, reduce_mode
+        self.final_act: Optional[nn.Module] = None
 
     def _build_stage(self, where: str, build: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
         """``build(*args, **kwargs)``, prefixing configuration errors with the block's place in the network."""
@@ -48,8 +50,12 @@ class ESNetwork(nn.Module):
         if num_classes is not None:
             self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(out_channels, num_classes))
 
-    def _reduce(self, x: Tensor) -> Tensor:
-        return reduce(x, self.expand_ratio, self.es_groups, self.reduce_mode)
+    def _output(self, x: Tensor, index: int) -> Tensor:
+        """Stage ``index``'s output reduced to nominal width; the last stage's goes through ``final_act``."""
+        x = reduce(x, self.expand_ratio, self.es_groups, self.reduce_mode)
+        if index == len(self.stages) - 1 and self.final_act is not None:
+            x = self.final_act(x)
+        return x
 
     def forward(self, x: Tensor) -> Tensor | Tuple[Tensor, ...]:
         x = expand(self.stem(x), self.expand_ratio, self.es_groups)
@@ -57,7 +63,7 @@ class ESNetwork(nn.Module):
         for index, stage in enumerate(self.stages):
             x = stage(x)
             if self.head is None and index in self.out_indices:
-                outs.append(self._reduce(x))
+                outs.append(self._output(x, index))
         if self.head is not None:
-            return self.head(self._reduce(x))
+            return self.head(self._output(x, len(self.stages) - 1))
         return tuple(outs)

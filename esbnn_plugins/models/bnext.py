@@ -90,7 +90,8 @@ class ESBNext(ESNetwork):
     ``BNEXT_ACT_BINARIZER`` and ``BNEXT_WEIGHT_BINARIZER``.
 
     The stem is a full-precision 3x3 conv (stride 2) and BN; ``self.stages`` holds the 13 blocks,
-    which ``out_indices`` index; the classifier is PReLU, global pooling and a linear layer.
+    which ``out_indices`` index; the last block's (reduced) output goes through a PReLU (``final_act``),
+    then the classifier's global pooling and linear layer, or a framework's neck and head.
     ``widths`` is validated as in :class:`ESReActNet`; ``se_ratio`` is the gate's bottleneck ratio.
     """
 
@@ -113,9 +114,8 @@ class ESBNext(ESNetwork):
         self.stages = nn.ModuleList(
             self._build_stage(f"stages.{i}", BNextBlock, c_in, c_out, stride, i % 2 == 1, **block_cfg)
             for i, (c_in, c_out, stride) in enumerate(layout))
+        self.final_act = nn.PReLU(widths[-1])
         self._finish(widths[-1], num_classes, out_indices)
-        if self.head is not None:
-            self.head.insert(0, nn.PReLU(widths[-1]))
 
 
 __all__ = ["BNEXT_ACT_BINARIZER", "BNEXT_WEIGHT_BINARIZER", "BNextBlock", "BNextPart", "ESBNext"]
