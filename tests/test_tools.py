@@ -21,7 +21,7 @@ def test_complexity_tool(tmp_path):
 
 def test_capacity_tool(tmp_path):
     out = run_tool("tools/capacity.py", "--depth", "20", "--batch", "2", "--input-size", "16",
-                   "--plot", str(tmp_path / "cap.png"), "--out", str(tmp_path / "cap.md"))
+                   "--out", str(tmp_path / "cap.md"))
     assert "stages.2.5.conv" in out and "1,153" in out
     assert (tmp_path / "cap.png").read_bytes()[:4] == b"\x89PNG"
     assert "![capacity](cap.png)" in (tmp_path / "cap.md").read_text()

@@ -1,6 +1,6 @@
 """Print the complexity of baseline and ES binary ResNets: per-layer table and BOPs/FLOPs/OPs/size totals.
 
-    python tools/complexity.py --depth 20 --variants 1 2 2x2 --input-size 32 [--out docs/results/complexity.md]
+    python tools/complexity.py --depth 20 --variants 1 2 2x2 [--layers] [--out docs/results/complexity_resnet20.md]
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from esbnn_plugins.analysis import complexity, format_table
-from esbnn_plugins.analysis.variants import add_model_args, build_variants
+from esbnn_plugins.analysis.variants import add_model_args, build_variants, input_size
 
 
 def main() -> None:
@@ -20,13 +20,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the tables as Markdown to this file")
     args = parser.parse_args()
 
-    x = torch.zeros(1, 3, args.input_size, args.input_size)
+    size = input_size(args)
+    x = torch.zeros(1, 3, size, size)
     reports = {label: complexity(model, x) for label, model in build_variants(args.depth, args.variants, args.seed).items()}
     base = next(iter(reports.values()))
     headers = ["Network", "BOPs", "FLOPs", "OPs", "OPs ratio", "Bin params", "FP params", "Size (KiB)"]
     rows = [[label, r.bops, r.flops, r.ops, r.ops / base.ops, r.binary_params, r.fp_params, r.stored_bytes / 1024]
             for label, r in reports.items()]
-    title = f"ResNet-{args.depth}, input {args.input_size}x{args.input_size}, per image"
+    title = f"ResNet-{args.depth}, input {size}x{size}, per image"
     markdown = [f"# Complexity: {title}", "", format_table(headers, rows, markdown=True)]
     for label, report in reports.items():
         if args.layers:

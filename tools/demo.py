@@ -13,6 +13,7 @@ from mmengine.config import Config
 from mmengine.registry import RUNNERS
 
 from esbnn_plugins.analysis import complexity, format_table
+from esbnn_plugins.analysis.variants import positive_int
 from esbnn_plugins.models import ESBinaryResNet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,13 +22,13 @@ CONFIG = ROOT / "configs" / "mmpretrain" / "es-resnet20-tau2_1xb64_mnist.py"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, help="override the config's max_epochs")
+    parser.add_argument("--epochs", type=positive_int, help="override the config's max_epochs (an integer >= 1)")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "work_dirs" / "demo")
     args = parser.parse_args()
 
     cfg = Config.fromfile(str(CONFIG))
     cfg.work_dir = str(args.work_dir)
-    if args.epochs:
+    if args.epochs is not None:
         cfg.train_cfg.max_epochs = args.epochs
     runner = RUNNERS.build(cfg)
     runner.train()

@@ -4,7 +4,8 @@ An entry of a binary conv/linear is a sum of ``fan_in`` products of +1/-1, so it
 ``fan_in + 1`` values ``{-fan_in, -fan_in + 2, ..., fan_in}``. ES raises ``fan_in`` from
 ``c_in * k * k`` to ``c_in * tau * k * k`` at the same BOPs. The observed count is measured on a
 batch from the deployed binary computation (``sign`` of activations and weights, no scale), at
-positions whose receptive field lies inside the input (zero padding adds partial sums).
+positions whose receptive field lies inside the input (zero padding adds partial sums); a layer
+whose input map is smaller than its kernel has no such position and reports 0 observed values.
 """
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ def binary_sums(layer: Union[ESBinaryConv2d, ESBinaryLinear], x: Tensor) -> Tens
     xb = binary_sign(layer.act_binarizer(x))
     wb = binary_sign(layer.weight)
     if isinstance(layer, ESBinaryConv2d):
+        extent = [d * (k - 1) + 1 for d, k in zip(layer.dilation, layer.kernel_size)]
+        if xb.dim() == 3:
+            xb = xb.unsqueeze(0)
+        if xb.shape[-2] < extent[0] or xb.shape[-1] < extent[1]:  # map smaller than the kernel: no interior
+            return xb.new_zeros(xb.shape[0], wb.shape[0], 0, 0)
         return layer.conv(xb, wb, padding=(0, 0))
     return layer.linear(xb, wb)
 

@@ -131,6 +131,9 @@ def _params(module: nn.Module) -> Tuple[int, int, int, int]:
 def complexity(model: nn.Module, inputs: Inputs) -> ComplexityReport:
     """Run ``model`` once on ``inputs`` (batch first) and count per-sample complexity per layer."""
     batch = as_tuple(inputs)[0].shape[0]
+    if batch == 0:
+        raise ValueError("complexity: the sample input has batch size 0; give at least one sample "
+                         "(counts are per sample)")
     rows: Dict[str, LayerComplexity] = {}
     inside_atomic: List[str] = []
     for name, module in model.named_modules():

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 
@@ -26,12 +26,32 @@ def variant_label(expand_ratio: int, es_groups: int) -> str:
     return f"ES tau={expand_ratio}" + (f" g={es_groups}" if es_groups > 1 else "")
 
 
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--depth", type=int, default=20, choices=sorted(ARCHS), help="ResNet depth")
-    parser.add_argument("--variants", type=parse_variant, nargs="+", default=[(1, 1), (2, 1), (2, 2)],
-                        help="TAU or TAUxG per network; 1 is the baseline (default: 1 2 2x2)")
-    parser.add_argument("--input-size", type=int, default=32, help="input height and width")
-    parser.add_argument("--seed", type=int, default=0)
+def add_model_args(parser: argparse.ArgumentParser, variants: Sequence[str] = ("1", "2", "2x2")) -> None:
+    """``--depth``, ``--variants`` (default ``variants``), ``--input-size``, ``--seed``."""
+    parser.add_argument("--depth", type=int, default=20, choices=sorted(ARCHS), help="ResNet depth (default: 20)")
+    parser.add_argument("--variants", type=parse_variant, nargs="+", default=[parse_variant(v) for v in variants],
+                        help=f"TAU or TAUxG per network; 1 is the baseline (default: {' '.join(variants)})")
+    parser.add_argument("--input-size", type=positive_int, default=None,
+                        help="input height and width (default: 32 for depth 20, 224 for depth 18)")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def input_size(args: argparse.Namespace) -> int:
+    """``--input-size``, or the depth's usual size (CIFAR-style 32, ImageNet-style 224)."""
+    if args.input_size is not None:
+        return args.input_size
+    return 32 if ARCHS[args.depth]["stem"] == "cifar" else 224
 
 
 def build_variants(depth: int, variants: List[Tuple[int, int]], seed: int = 0,

@@ -17,8 +17,10 @@ BinarizerCfg = Union[str, dict]
 
 
 def binary_sign(x: Tensor) -> Tensor:
-    """Sign with ``sign(0) = +1``, so every entry is exactly +1 or -1."""
-    return torch.sign(x).masked_fill_(x == 0, 1)
+    """Sign with ``sign(0) = +1``, so every finite entry is exactly +1 or -1; NaN stays NaN, so a
+    diverging input shows in the loss instead of being hidden behind a binary layer."""
+    out = torch.sign(x).masked_fill_(x == 0, 1)
+    return out.masked_fill_(out == 0, float("nan"))  # torch.sign(nan) is 0: the only zeros left
 
 
 def kernel_scale(w: Tensor) -> Tensor:
@@ -252,9 +254,19 @@ def _build(cfg: BinarizerCfg, table: Dict[str, Type[nn.Module]], what: str,
 
 
 def build_activation_binarizer(cfg: BinarizerCfg, channels: int) -> nn.Module:
-    """Build an activation binarizer; ``channels`` is the width of the tensor it binarizes."""
-    return _build(cfg, ACTIVATION_BINARIZERS, "activation",
-                  extra=lambda cls: {"channels": channels} if cls is RSign else {})
+    """Build an activation binarizer; ``channels`` is the width of the tensor it binarizes (``rsign``
+    gets it; a different ``channels`` in ``cfg`` is an error)."""
+
+    def channels_of(cls: Type[nn.Module]) -> dict:
+        if cls is not RSign:
+            return {}
+        given = cfg.get("channels", channels) if isinstance(cfg, dict) else channels
+        if given != channels:
+            raise ValueError(f"activation binarizer 'rsign': channels={given!r} given, but the input it "
+                             f"binarizes has {channels} channels; leave 'channels' out, it is set from the layer")
+        return {"channels": channels}
+
+    return _build(cfg, ACTIVATION_BINARIZERS, "activation", extra=channels_of)
 
 
 def build_weight_binarizer(cfg: BinarizerCfg) -> nn.Module:
