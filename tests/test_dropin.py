@@ -1,6 +1,7 @@
 """The ES convs are drop-in ``nn.Conv2d`` replacements for mmcv's ``conv_cfg`` (issue: drop-in layers)."""
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,3 +169,12 @@ def test_core_import_loads_no_framework_and_changes_no_global_state():
             "assert set(map(str, torch.serialization.get_safe_globals())) == before\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_readme_conv_module_example_runs():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Using the layers in any mmcv config"):]
+    code = section[section.index("```python\n") + len("```python\n"):section.index("```\n", section.index("```python"))]
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["y"].shape == (2, 128, 16, 16) and isinstance(namespace["block"].conv, ESBinaryConv2d)
