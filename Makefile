@@ -1,7 +1,7 @@
 # Two commands on a clean machine: `make demo` and `make test` (both set up .venv first).
 PY := .venv/bin/python
 
-.PHONY: setup demo test
+.PHONY: setup demo test data
 
 setup:
 	bash tools/setup_env.sh
@@ -11,3 +11,6 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+data:
+	bash tools/get_fashion_mnist.sh

@@ -1,5 +1,5 @@
 """MMPretrain adapter: registers ES-BNN backbones, the distillation classifier, the MNIST digits
-dataset, the temperature-annealing hook, the optimizer constructor and ``ESRunner``.
+and Fashion-MNIST datasets, the temperature-annealing hook, the optimizer constructor and ``ESRunner``.
 
 Configs load it with ``custom_imports = dict(imports=['esbnn_plugins.mmpretrain'])``.
 """
@@ -7,11 +7,12 @@ from .. import registry  # noqa: F401  (stack fixes, ES layers in the root regis
 
 from .backbones import ESBinaryResNet, ESBNext, ESReActNet
 from .datasets import MNISTDigits
+from .fashion_mnist import FashionMNISTSplit
 from .distill import DistillImageClassifier, build_teacher
 from .hooks import TemperatureAnnealingHook, hard_sign_modules
 from .optimizers import ESOptimWrapperConstructor
 from .runner import ESRunner, check_data_paths
 
-__all__ = ["ESBinaryResNet", "ESBNext", "ESReActNet", "MNISTDigits", "DistillImageClassifier", "build_teacher",
+__all__ = ["ESBinaryResNet", "ESBNext", "ESReActNet", "MNISTDigits", "FashionMNISTSplit", "DistillImageClassifier", "build_teacher",
            "TemperatureAnnealingHook", "hard_sign_modules", "ESOptimWrapperConstructor", "ESRunner",
            "check_data_paths"]

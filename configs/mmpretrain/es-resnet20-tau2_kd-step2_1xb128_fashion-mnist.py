@@ -1,0 +1,6 @@
+# Two-step recipe, step 2, ES, tau=2: fully binary, initialised from step 1's last checkpoint.
+_base_ = './es-resnet20-tau1_kd-step2_1xb128_fashion-mnist.py'
+
+step1_config = 'configs/mmpretrain/es-resnet20-tau2_kd-step1_1xb128_fashion-mnist.py'
+model = dict(backbone=dict(expand_ratio=2))
+load_from = 'work_dirs/es-resnet20-tau2_kd-step1_1xb128_fashion-mnist/epoch_40.pth'
