@@ -1,8 +1,10 @@
-"""Complexity (BOPs, FLOPs, OPs, parameters, size) and representation capacity of ES-BNNs."""
+"""Complexity (BOPs, FLOPs, OPs, parameters, size), representation capacity and replica diversification of ES-BNNs."""
 from .capacity import LayerCapacity, binary_sums, capacity_table, plot_capacity, representation_capacity
 from .complexity import ComplexityReport, LayerComplexity, complexity
+from .diversification import ReplicaPoint, plot_replicas, replica_points, supported_layers
 from .samples import photo_batch
 from .table import format_table
 
 __all__ = ["LayerCapacity", "binary_sums", "capacity_table", "plot_capacity", "representation_capacity",
-           "ComplexityReport", "LayerComplexity", "complexity", "photo_batch", "format_table"]
+           "ComplexityReport", "LayerComplexity", "complexity", "ReplicaPoint", "plot_replicas", "replica_points",
+           "supported_layers", "photo_batch", "format_table"]
