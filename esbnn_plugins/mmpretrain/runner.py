@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os.path as osp
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
 
+import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 from mmengine.registry import RUNNERS
@@ -43,9 +44,28 @@ def check_data_paths(cfg: Config) -> None:
 
 @RUNNERS.register_module()
 class ESRunner(Runner):
-    """``mmengine.runner.Runner`` that calls :func:`check_data_paths` first (``runner_type='ESRunner'``)."""
+    """``mmengine.runner.Runner`` that calls :func:`check_data_paths` first (``runner_type='ESRunner'``)
+    and runs ``--launcher pytorch`` on machines without CUDA (``gloo``, CPU ``MMDistributedDataParallel``)."""
 
     @classmethod
     def from_cfg(cls, cfg: Config) -> "ESRunner":
         check_data_paths(cfg)
         return super().from_cfg(cfg)
+
+    def _cpu_distributed(self) -> bool:
+        return self.distributed and self.launcher == "pytorch" and not torch.cuda.is_available()
+
+    def setup_env(self, env_cfg: dict) -> None:
+        """Without CUDA, start the ``gloo`` process group first: mmengine's ``init_dist`` calls
+        ``torch.cuda.set_device`` unconditionally (it is skipped when a group exists)."""
+        if self._cpu_distributed() and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group(backend="gloo")
+        super().setup_env(env_cfg)
+
+    def wrap_model(self, model_wrapper_cfg: Optional[dict], model: torch.nn.Module) -> torch.nn.Module:
+        """Without CUDA and without a ``model_wrapper_cfg``, wrap in ``MMDistributedDataParallel`` with
+        ``device_ids=None`` (mmengine passes ``[LOCAL_RANK]``, which DDP refuses for a CPU module)."""
+        if model_wrapper_cfg is None and self._cpu_distributed():
+            model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False,
+                                     find_unused_parameters=self.cfg.get("find_unused_parameters", False))
+        return super().wrap_model(model_wrapper_cfg, model)

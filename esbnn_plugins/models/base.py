@@ -9,6 +9,11 @@ from ..ops import expand, reduce
 from ..ops.stream import REDUCE_MODES
 
 
+NormLayer = Callable[[int], nn.Module]
+"""Builds a normalisation layer for a number of channels (``nn.BatchNorm2d`` by default; the
+OpenMMLab adapters pass one built from ``norm_cfg``, e.g. ``SyncBN``)."""
+
+
 def shortcut_pool(stride: int) -> nn.Module:
     """ReActNet's ``AvgPool2d(2, 2)`` on strided shortcuts; ``ceil_mode`` keeps odd sizes aligned with the conv."""
     if stride == 1:

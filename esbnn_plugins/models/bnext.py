@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..ops import ESBinaryConv2d, ESConv2d, LearnableBias, concat
 from ..ops.binarizers import BinarizerCfg
-from .base import ESNetwork
+from .base import ESNetwork, NormLayer
 from .base import shortcut_pool
 from .reactnet import MOBILENET_WIDTHS, mobilenet_layout
 
@@ -39,19 +39,19 @@ class BNextPart(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int, stride: int = 1, elm_attention: bool = False,
                  expand_ratio: int = 1, es_groups: int = 1, *, act_binarizer: BinarizerCfg,
-                 weight_binarizer: BinarizerCfg, se_ratio: int) -> None:
+                 weight_binarizer: BinarizerCfg, se_ratio: int, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         super().__init__()
         width = channels * expand_ratio * es_groups
         es = dict(expand_ratio=expand_ratio, es_groups=es_groups)
         self.shift = LearnableBias(width)
         self.conv = ESBinaryConv2d(channels, channels, kernel_size, stride=stride, padding=kernel_size // 2,
                                    bias=False, act_binarizer=act_binarizer, weight_binarizer=weight_binarizer, **es)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = norm_layer(width)
         self.act = nn.PReLU(width)
         self.scale = nn.Parameter(torch.full((width,), 0.5))
         self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), ESConv2d(channels, channels // se_ratio, 1, **es), nn.ReLU(),
                                 ESConv2d(channels // se_ratio, channels, 1, **es), nn.Sigmoid())
-        self.bn2 = nn.BatchNorm2d(width)
+        self.bn2 = norm_layer(width)
         self.pool = shortcut_pool(stride)
         self.residual_act = nn.PReLU(width) if elm_attention else None
 
@@ -92,23 +92,25 @@ class ESBNext(ESNetwork):
     The stem is a full-precision 3x3 conv (stride 2) and BN; ``self.stages`` holds the 13 blocks,
     which ``out_indices`` index; the last block's (reduced) output goes through a PReLU (``final_act``),
     then the classifier's global pooling and linear layer, or a framework's neck and head.
-    ``widths`` is validated as in :class:`ESReActNet`; ``se_ratio`` is the gate's bottleneck ratio.
+    ``widths`` is validated as in :class:`ESReActNet`; ``se_ratio`` is the gate's bottleneck ratio;
+    ``norm_layer(num_features)`` builds every normalisation layer.
     """
 
     def __init__(self, in_channels: int = 3, expand_ratio: int = 1, es_groups: int = 1,
                  act_binarizer: Optional[BinarizerCfg] = None, weight_binarizer: Optional[BinarizerCfg] = None,
                  se_ratio: int = 8,
                  reduce_mode: str = "slice", num_classes: Optional[int] = None,
-                 out_indices: Optional[Sequence[int]] = None, widths: Sequence[int] = MOBILENET_WIDTHS) -> None:
+                 out_indices: Optional[Sequence[int]] = None, widths: Sequence[int] = MOBILENET_WIDTHS,
+                 norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         super().__init__()
         self._init_stream("ESBNext", expand_ratio, es_groups, reduce_mode)
         if not isinstance(se_ratio, int) or isinstance(se_ratio, bool) or se_ratio < 1:
             raise ValueError(f"{self.name}: se_ratio must be an integer >= 1, got {se_ratio!r}")
         layout = mobilenet_layout(self.name, widths)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, stride=2, padding=1, bias=False),
-                                  nn.BatchNorm2d(widths[0]))
+                                  norm_layer(widths[0]))
         block_cfg = dict(
-            expand_ratio=expand_ratio, es_groups=es_groups, se_ratio=se_ratio,
+            expand_ratio=expand_ratio, es_groups=es_groups, se_ratio=se_ratio, norm_layer=norm_layer,
             act_binarizer=dict(BNEXT_ACT_BINARIZER) if act_binarizer is None else act_binarizer,
             weight_binarizer=dict(BNEXT_WEIGHT_BINARIZER) if weight_binarizer is None else weight_binarizer)
         self.stages = nn.ModuleList(

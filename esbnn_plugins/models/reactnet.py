@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..ops import ESBinaryConv2d, RPReLU, concat
 from ..ops.binarizers import BinarizerCfg
-from .base import ESNetwork, shortcut_pool
+from .base import ESNetwork, NormLayer, shortcut_pool
 
 MOBILENET_WIDTHS: Tuple[int, ...] = (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
 """Stem width, then the output width of each of the 13 blocks (ReActNet-A, BNext-T)."""
@@ -42,19 +42,19 @@ class ReActBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, expand_ratio: int = 1,
                  es_groups: int = 1, act_binarizer: BinarizerCfg = "rsign",
-                 weight_binarizer: BinarizerCfg = "scaled_sign") -> None:
+                 weight_binarizer: BinarizerCfg = "scaled_sign", norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         super().__init__()
         width = in_channels * expand_ratio * es_groups
         binary = dict(bias=False, expand_ratio=expand_ratio, es_groups=es_groups, act_binarizer=act_binarizer,
                       weight_binarizer=weight_binarizer)
         self.expand_ratio, self.es_groups = expand_ratio, es_groups
         self.conv3x3 = ESBinaryConv2d(in_channels, in_channels, 3, stride=stride, padding=1, **binary)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = norm_layer(width)
         self.shortcut = shortcut_pool(stride)
         self.act1 = RPReLU(width)
         branches = out_channels // in_channels
         self.pointwise = nn.ModuleList(ESBinaryConv2d(in_channels, in_channels, 1, **binary) for _ in range(branches))
-        self.bn2 = nn.ModuleList(nn.BatchNorm2d(width) for _ in range(branches))
+        self.bn2 = nn.ModuleList(norm_layer(width) for _ in range(branches))
         self.act2 = RPReLU(out_channels * expand_ratio * es_groups)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -68,20 +68,21 @@ class ESReActNet(ESNetwork):
 
     The stem is a full-precision 3x3 conv (stride 2) and BN; ``self.stages`` holds the 13 blocks,
     which ``out_indices`` index. ``widths`` (stem width, then one per block, each equal to or double
-    the previous) defaults to ReActNet-A's.
+    the previous) defaults to ReActNet-A's; ``norm_layer(num_features)`` builds every normalisation layer.
     """
 
     def __init__(self, in_channels: int = 3, expand_ratio: int = 1, es_groups: int = 1,
                  act_binarizer: BinarizerCfg = "rsign", weight_binarizer: BinarizerCfg = "scaled_sign",
                  reduce_mode: str = "slice", num_classes: Optional[int] = None,
-                 out_indices: Optional[Sequence[int]] = None, widths: Sequence[int] = MOBILENET_WIDTHS) -> None:
+                 out_indices: Optional[Sequence[int]] = None, widths: Sequence[int] = MOBILENET_WIDTHS,
+                 norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         super().__init__()
         self._init_stream("ESReActNet", expand_ratio, es_groups, reduce_mode)
         layout = mobilenet_layout(self.name, widths)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, stride=2, padding=1, bias=False),
-                                  nn.BatchNorm2d(widths[0]))
+                                  norm_layer(widths[0]))
         block_cfg = dict(expand_ratio=expand_ratio, es_groups=es_groups, act_binarizer=act_binarizer,
-                         weight_binarizer=weight_binarizer)
+                         weight_binarizer=weight_binarizer, norm_layer=norm_layer)
         self.stages = nn.ModuleList(
             self._build_stage(f"stages.{i}", ReActBlock, c_in, c_out, stride, **block_cfg)
             for i, (c_in, c_out, stride) in enumerate(layout))

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ..ops import ESBinaryConv2d, ESConv2d, RPReLU
 from ..ops.binarizers import BinarizerCfg
-from .base import ESNetwork, shortcut_pool
+from .base import ESNetwork, NormLayer, shortcut_pool
 
 BLOCK_ACTIVATIONS = ("rprelu", "prelu", "hardtanh", "identity")
 
@@ -42,19 +42,20 @@ class ESBinaryUnit(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, expand_ratio: int = 1,
                  es_groups: int = 1, act_binarizer: BinarizerCfg = "approx_sign",
-                 weight_binarizer: BinarizerCfg = "scaled_sign", activation: str = "rprelu") -> None:
+                 weight_binarizer: BinarizerCfg = "scaled_sign", activation: str = "rprelu",
+                 norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         super().__init__()
         width = out_channels * expand_ratio * es_groups
         es = dict(expand_ratio=expand_ratio, es_groups=es_groups)
         self.conv = ESBinaryConv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False,
                                    act_binarizer=act_binarizer, weight_binarizer=weight_binarizer, **es)
-        self.bn = nn.BatchNorm2d(width)
+        self.bn = norm_layer(width)
         if stride == 1 and in_channels == out_channels:
             self.shortcut = nn.Identity()
         else:
             self.shortcut = nn.Sequential(shortcut_pool(stride),
                                           ESConv2d(in_channels, out_channels, 1, bias=False, **es),
-                                          nn.BatchNorm2d(width))
+                                          norm_layer(width))
         self.activation = build_block_activation(activation, width)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -66,12 +67,13 @@ class ESBinaryResNet(ESNetwork):
 
     With ``num_classes`` it returns the logits of the last stage; without, a tuple of the stage
     outputs listed in ``out_indices``, each reduced to nominal width (for a framework's neck and head).
+    ``norm_layer(num_features)`` builds every normalisation layer (default ``nn.BatchNorm2d``).
     """
 
     def __init__(self, depth: int = 18, in_channels: int = 3, expand_ratio: int = 1, es_groups: int = 1,
                  act_binarizer: BinarizerCfg = "approx_sign", weight_binarizer: BinarizerCfg = "scaled_sign",
                  activation: str = "rprelu", reduce_mode: str = "slice", num_classes: Optional[int] = None,
-                 out_indices: Optional[Sequence[int]] = None) -> None:
+                 out_indices: Optional[Sequence[int]] = None, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         super().__init__()
         if depth not in ARCHS:
             raise ValueError(f"ESBinaryResNet: depth must be one of {sorted(ARCHS)}, got {depth!r}")
@@ -83,12 +85,12 @@ class ESBinaryResNet(ESNetwork):
         widths, blocks = arch["widths"], arch["blocks"]
         if arch["stem"] == "cifar":
             self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
-                                      nn.BatchNorm2d(widths[0]))
+                                      norm_layer(widths[0]))
         else:
             self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 7, stride=2, padding=3, bias=False),
-                                      nn.BatchNorm2d(widths[0]), nn.MaxPool2d(3, stride=2, padding=1))
+                                      norm_layer(widths[0]), nn.MaxPool2d(3, stride=2, padding=1))
         unit_cfg = dict(expand_ratio=expand_ratio, es_groups=es_groups, act_binarizer=act_binarizer,
-                        weight_binarizer=weight_binarizer, activation=activation)
+                        weight_binarizer=weight_binarizer, activation=activation, norm_layer=norm_layer)
         self.stages = nn.ModuleList()
         in_ch = widths[0]
         for stage, (width, num_blocks) in enumerate(zip(widths, blocks)):

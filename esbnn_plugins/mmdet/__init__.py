@@ -1,0 +1,14 @@
+"""MMDetection adapter: ES binary backbones, the ES binary FPN neck and ES binary RPN / RoI box heads,
+plus ``ESRunner`` (CPU ``--launcher pytorch``, dataset path checks).
+
+Configs load it with ``custom_imports = dict(imports=['esbnn_plugins.mmdet'], allow_failed_imports=False)``.
+"""
+from .. import registry  # noqa: F401  (stack fixes, ES layers in the root registry)
+from ..mmpretrain.runner import ESRunner
+
+from .backbones import ESBinaryResNet, ESReActNet
+from .heads import ESBinaryConvUnit, ESBinaryFCUnit, ESBinaryRPNHead, ESBinarySharedFCBBoxHead
+from .necks import ESBinaryFPN
+
+__all__ = ["ESBinaryResNet", "ESReActNet", "ESBinaryFPN", "ESBinaryConvUnit", "ESBinaryFCUnit", "ESBinaryRPNHead",
+           "ESBinarySharedFCBBoxHead", "ESRunner"]

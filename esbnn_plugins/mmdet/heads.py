@@ -1,0 +1,136 @@
+"""ES binary detection heads (BiDet binarizes the heads too; METHOD.md section 5).
+
+Hidden convs/FCs are ES binary units, the final classification and regression layers stay full
+precision (as BiDet, ReActNet and Bi-Real keep the first and last layers real). Heads read and write
+the nominal widths stock MMDetection parts expect; inside a unit the stream is widened by
+``expand_ratio * es_groups`` (replication), run through the ES binary layer, BN, shortcut and
+activation, and reduced back (METHOD.md section 2). Binarizers left at ``None`` take the core
+layer's default.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from mmcv.cnn import build_norm_layer
+from mmdet.models.dense_heads import RPNHead
+from mmdet.models.roi_heads.bbox_heads import ConvFCBBoxHead
+from mmdet.registry import MODELS
+from torch import Tensor, nn
+
+from ..models import ESBinaryUnit, build_block_activation
+from ..ops import ESBinaryLinear, expand, reduce
+from ..ops.binarizers import BinarizerCfg
+from ..openmmlab import norm_layer_from_cfg
+
+
+def binarizers(act_binarizer: Optional[BinarizerCfg], weight_binarizer: Optional[BinarizerCfg]) -> dict:
+    """The binarizer keywords that were given (``None``: the core layer's default)."""
+    given = dict(act_binarizer=act_binarizer, weight_binarizer=weight_binarizer)
+    return {key: value for key, value in given.items() if value is not None}
+
+
+class ESBinaryConvUnit(nn.Module):
+    """Nominal ``in_channels`` -> widen -> core :class:`~esbnn_plugins.models.ESBinaryUnit` (binary 3x3 ES
+    conv, norm, shortcut, activation) -> reduce -> nominal ``out_channels``."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, expand_ratio: int = 1,
+                 es_groups: int = 1, act_binarizer: Optional[BinarizerCfg] = None,
+                 weight_binarizer: Optional[BinarizerCfg] = None, activation: str = "rprelu",
+                 norm_cfg: dict = dict(type="BN"), reduce_mode: str = "slice") -> None:
+        super().__init__()
+        self.expand_ratio, self.es_groups, self.reduce_mode = expand_ratio, es_groups, reduce_mode
+        self.unit = ESBinaryUnit(in_channels, out_channels, stride, expand_ratio, es_groups,
+                                 activation=activation, norm_layer=norm_layer_from_cfg("ESBinaryConvUnit", norm_cfg),
+                                 **binarizers(act_binarizer, weight_binarizer))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.unit(expand(x, self.expand_ratio, self.es_groups))
+        return reduce(x, self.expand_ratio, self.es_groups, self.reduce_mode)
+
+
+class ESBinaryFCUnit(nn.Module):
+    """ES binary linear -> norm -> (+ input when the widths agree) -> activation, on the widened stream."""
+
+    def __init__(self, in_features: int, out_features: int, expand_ratio: int = 1, es_groups: int = 1,
+                 act_binarizer: Optional[BinarizerCfg] = None, weight_binarizer: Optional[BinarizerCfg] = None,
+                 activation: str = "rprelu", norm_cfg: dict = dict(type="BN1d")) -> None:
+        super().__init__()
+        width = out_features * expand_ratio * es_groups
+        self.fc = ESBinaryLinear(in_features, out_features, expand_ratio=expand_ratio, es_groups=es_groups,
+                                 **binarizers(act_binarizer, weight_binarizer))
+        self.norm = build_norm_layer(norm_cfg, width)[1]
+        self.residual = in_features == out_features
+        self.activation = build_block_activation(activation, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.norm(self.fc(x))
+        return self.activation(y + x if self.residual else y)
+
+
+@MODELS.register_module()
+class ESBinaryRPNHead(RPNHead):
+    """``RPNHead`` whose ``rpn_conv`` is an :class:`ESBinaryConvUnit` (``num_convs`` of them in sequence);
+    ``rpn_cls``/``rpn_reg`` stay full-precision 1x1 convs. ``expand_ratio=es_groups=1`` is the binary
+    RPN head baseline."""
+
+    def __init__(self, in_channels: int, num_classes: int = 1, num_convs: int = 1, expand_ratio: int = 1,
+                 es_groups: int = 1, act_binarizer: Optional[BinarizerCfg] = None,
+                 weight_binarizer: Optional[BinarizerCfg] = None, activation: str = "rprelu",
+                 norm_cfg: dict = dict(type="BN"), **kwargs) -> None:
+        self.unit_cfg = dict(expand_ratio=expand_ratio, es_groups=es_groups, activation=activation,
+                             norm_cfg=norm_cfg, act_binarizer=act_binarizer, weight_binarizer=weight_binarizer)
+        super().__init__(in_channels, num_classes=num_classes, num_convs=num_convs, **kwargs)
+
+    def _init_layers(self) -> None:
+        units = [ESBinaryConvUnit(self.in_channels if i == 0 else self.feat_channels, self.feat_channels,
+                                  **self.unit_cfg) for i in range(self.num_convs)]
+        self.rpn_conv = units[0] if self.num_convs == 1 else nn.Sequential(*units)
+        self.rpn_cls = nn.Conv2d(self.feat_channels, self.num_base_priors * self.cls_out_channels, 1)
+        self.rpn_reg = nn.Conv2d(self.feat_channels, self.num_base_priors * self.bbox_coder.encode_size, 1)
+
+
+@MODELS.register_module()
+class ESBinarySharedFCBBoxHead(ConvFCBBoxHead):
+    """RoI box head: flattened RoI features -> widen -> ``num_shared_fcs`` :class:`ESBinaryFCUnit`
+    (``fc_out_channels`` nominal each) -> reduce -> full-precision ``fc_cls``/``fc_reg``.
+
+    The binary counterpart of ``Shared2FCBBoxHead``; ``expand_ratio=es_groups=1`` is its binary baseline.
+    """
+
+    def __init__(self, num_shared_fcs: int = 2, fc_out_channels: int = 1024, expand_ratio: int = 1,
+                 es_groups: int = 1, act_binarizer: Optional[BinarizerCfg] = None,
+                 weight_binarizer: Optional[BinarizerCfg] = None, activation: str = "rprelu",
+                 norm_cfg: dict = dict(type="BN1d"), reduce_mode: str = "slice", init_cfg: Optional[dict] = None,
+                 **kwargs) -> None:
+        for key in ("num_shared_convs", "num_cls_convs", "num_cls_fcs", "num_reg_convs", "num_reg_fcs"):
+            if kwargs.get(key):
+                raise ValueError(f"ESBinarySharedFCBBoxHead: has shared FCs only, got {key}={kwargs[key]}")
+        self.unit_cfg = dict(expand_ratio=expand_ratio, es_groups=es_groups, activation=activation,
+                             norm_cfg=norm_cfg, act_binarizer=act_binarizer, weight_binarizer=weight_binarizer)
+        self.expand_ratio, self.es_groups, self.reduce_mode = expand_ratio, es_groups, reduce_mode
+        if init_cfg is None:  # BBoxHead's predictor init; the units keep their layers' own init
+            init_cfg = [dict(type="Normal", std=0.01, override=dict(name="fc_cls")),
+                        dict(type="Normal", std=0.001, override=dict(name="fc_reg"))]
+        super().__init__(num_shared_fcs=num_shared_fcs, fc_out_channels=fc_out_channels, init_cfg=init_cfg,
+                         **kwargs)
+
+    def _add_conv_fc_branch(self, num_branch_convs: int, num_branch_fcs: int, in_channels: int,
+                            is_shared: bool = False) -> Tuple[nn.ModuleList, nn.ModuleList, int]:
+        fcs = nn.ModuleList()
+        if num_branch_fcs:
+            if not self.with_avg_pool:
+                in_channels *= self.roi_feat_area
+            for i in range(num_branch_fcs):
+                fcs.append(ESBinaryFCUnit(in_channels if i == 0 else self.fc_out_channels, self.fc_out_channels,
+                                          **self.unit_cfg))
+            in_channels = self.fc_out_channels
+        return nn.ModuleList(), fcs, in_channels
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        if self.with_avg_pool:
+            x = self.avg_pool(x)
+        x = expand(x.flatten(1), self.expand_ratio, self.es_groups)
+        for fc in self.shared_fcs:
+            x = fc(x)
+        x = reduce(x, self.expand_ratio, self.es_groups, self.reduce_mode)
+        return (self.fc_cls(x) if self.with_cls else None), (self.fc_reg(x) if self.with_reg else None)
