@@ -96,7 +96,8 @@ class ESBackbone:
         """``frozen_stages=k``: the stem and stages ``0..k-1`` in eval mode without gradients (mmdet ``ResNet``)."""
         if self.frozen_stages < 0:
             return
-        for module in [self.stem, *self.stages[:self.frozen_stages]]:
+        stem = [self.stem] if self.expand_norm is None else [self.stem, self.expand_norm]
+        for module in [*stem, *self.stages[:self.frozen_stages]]:
             module.eval()
             for param in module.parameters():
                 param.requires_grad = False

@@ -40,3 +40,22 @@ def test_bad_config_names_the_layer():
         resnet20(activation="relu6")
     with pytest.raises(ValueError, match=r"out_indices entries must be in \[0, 3\), got 3"):
         resnet20(out_indices=(3,))
+
+
+def test_stem_norm_after_expand():
+    torch.manual_seed(0)
+    base = resnet20(num_classes=10, expand_ratio=1)
+    moved = resnet20(num_classes=10, expand_ratio=1, stem_norm_after_expand=True)
+    state = {k.replace("stem.1.", "expand_norm."): v for k, v in base.state_dict().items()}
+    moved.load_state_dict(state, strict=True)
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(base(x), moved(x))  # tau = 1: conv -> BN either way
+    es = resnet20(num_classes=10, expand_ratio=2, es_groups=2, stem_norm_after_expand=True)
+    assert es.expand_norm.num_features == 16 * 4 and isinstance(es.stem[1], torch.nn.Identity)
+    with torch.no_grad():
+        es.expand_norm.bias.copy_(torch.arange(64.0))
+    first_block_input = {}
+    es.stages[0][0].register_forward_pre_hook(lambda m, a: first_block_input.setdefault("x", a[0]))
+    es(x)
+    replicas = first_block_input["x"].unflatten(1, (4, 16))
+    assert not torch.equal(replicas[:, 0], replicas[:, 1])  # each replica has its own affine from the start

@@ -24,19 +24,32 @@ def shortcut_pool(stride: int) -> nn.Module:
 class ESNetwork(nn.Module):
     """Base of the ES networks (METHOD.md section 2, network-level rules).
 
-    Subclasses build ``self.stem`` (full precision, nominal width) and ``self.stages`` (an
+    Subclasses build ``self.stem`` (full precision, nominal width; its norm from :meth:`_stem_norm`) and
+    ``self.stages`` (an
     ``nn.ModuleList`` working on the widened stream) and call :meth:`_finish`. ``forward``
     returns logits when ``num_classes`` is set, else the tuple of ``out_indices`` stage outputs,
     each reduced to nominal width. A subclass may set ``self.final_act`` (applied to the last
     stage's reduced output, before the classifier or a framework's neck) before :meth:`_finish`.
     """
 
-    def _init_stream(self, name: str, expand_ratio: int, es_groups: int, reduce_mode: str) -> None:
+    def _init_stream(self, name: str, expand_ratio: int, es_groups: int, reduce_mode: str,
+                     stem_norm_after_expand: bool = False) -> None:
         if reduce_mode not in REDUCE_MODES:
             raise ValueError(f"{name}: reduce_mode must be one of {REDUCE_MODES}, got {reduce_mode!r}")
         self.name = name
         self.expand_ratio, self.es_groups, self.reduce_mode = expand_ratio, es_groups, reduce_mode
+        self.stem_norm_after_expand = bool(stem_norm_after_expand)
         self.final_act: Optional[nn.Module] = None
+        self.expand_norm: Optional[nn.Module] = None
+
+    def _stem_norm(self, norm_layer: Callable[[int], nn.Module], channels: int) -> nn.Module:
+        """The stem's norm layer; with ``stem_norm_after_expand`` an identity in the stem and a norm over the
+        ``channels * tau * g`` widened channels right after the replication (``self.expand_norm``), so each
+        replica gets its own affine from the start, as the official ES-BNext code does."""
+        if not self.stem_norm_after_expand:
+            return norm_layer(channels)
+        self.expand_norm = norm_layer(channels * self.expand_ratio * self.es_groups)
+        return nn.Identity()
 
     def _build_stage(self, where: str, build: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
         """``build(*args, **kwargs)``, prefixing configuration errors with the block's place in the network."""
@@ -64,6 +77,8 @@ class ESNetwork(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor | Tuple[Tensor, ...]:
         x = expand(self.stem(x), self.expand_ratio, self.es_groups)
+        if self.expand_norm is not None:
+            x = self.expand_norm(x)
         outs = []
         for index, stage in enumerate(self.stages):
             x = stage(x)

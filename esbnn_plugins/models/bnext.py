@@ -93,7 +93,8 @@ class ESBNext(ESNetwork):
     which ``out_indices`` index; the last block's (reduced) output goes through a PReLU (``final_act``),
     then the classifier's global pooling and linear layer, or a framework's neck and head.
     ``widths`` is validated as in :class:`ESReActNet`; ``se_ratio`` is the gate's bottleneck ratio;
-    ``norm_layer(num_features)`` builds every normalisation layer.
+    ``norm_layer(num_features)`` builds every normalisation layer;
+    ``stem_norm_after_expand`` moves the stem's norm after the replication (:meth:`ESNetwork._stem_norm`).
     """
 
     def __init__(self, in_channels: int = 3, expand_ratio: int = 1, es_groups: int = 1,
@@ -101,14 +102,15 @@ class ESBNext(ESNetwork):
                  se_ratio: int = 8,
                  reduce_mode: str = "slice", num_classes: Optional[int] = None,
                  out_indices: Optional[Sequence[int]] = None, widths: Sequence[int] = MOBILENET_WIDTHS,
-                 norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+                 norm_layer: NormLayer = nn.BatchNorm2d,
+                 stem_norm_after_expand: bool = False) -> None:
         super().__init__()
-        self._init_stream("ESBNext", expand_ratio, es_groups, reduce_mode)
+        self._init_stream("ESBNext", expand_ratio, es_groups, reduce_mode, stem_norm_after_expand)
         if not isinstance(se_ratio, int) or isinstance(se_ratio, bool) or se_ratio < 1:
             raise ValueError(f"{self.name}: se_ratio must be an integer >= 1, got {se_ratio!r}")
         layout = mobilenet_layout(self.name, widths)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, stride=2, padding=1, bias=False),
-                                  norm_layer(widths[0]))
+                                  self._stem_norm(norm_layer, widths[0]))
         block_cfg = dict(
             expand_ratio=expand_ratio, es_groups=es_groups, se_ratio=se_ratio, norm_layer=norm_layer,
             act_binarizer=dict(BNEXT_ACT_BINARIZER) if act_binarizer is None else act_binarizer,

@@ -68,19 +68,21 @@ class ESReActNet(ESNetwork):
 
     The stem is a full-precision 3x3 conv (stride 2) and BN; ``self.stages`` holds the 13 blocks,
     which ``out_indices`` index. ``widths`` (stem width, then one per block, each equal to or double
-    the previous) defaults to ReActNet-A's; ``norm_layer(num_features)`` builds every normalisation layer.
+    the previous) defaults to ReActNet-A's; ``norm_layer(num_features)`` builds every normalisation layer;
+    ``stem_norm_after_expand`` moves the stem's norm after the replication (:meth:`ESNetwork._stem_norm`).
     """
 
     def __init__(self, in_channels: int = 3, expand_ratio: int = 1, es_groups: int = 1,
                  act_binarizer: BinarizerCfg = "rsign", weight_binarizer: BinarizerCfg = "scaled_sign",
                  reduce_mode: str = "slice", num_classes: Optional[int] = None,
                  out_indices: Optional[Sequence[int]] = None, widths: Sequence[int] = MOBILENET_WIDTHS,
-                 norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+                 norm_layer: NormLayer = nn.BatchNorm2d,
+                 stem_norm_after_expand: bool = False) -> None:
         super().__init__()
-        self._init_stream("ESReActNet", expand_ratio, es_groups, reduce_mode)
+        self._init_stream("ESReActNet", expand_ratio, es_groups, reduce_mode, stem_norm_after_expand)
         layout = mobilenet_layout(self.name, widths)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, stride=2, padding=1, bias=False),
-                                  norm_layer(widths[0]))
+                                  self._stem_norm(norm_layer, widths[0]))
         block_cfg = dict(expand_ratio=expand_ratio, es_groups=es_groups, act_binarizer=act_binarizer,
                          weight_binarizer=weight_binarizer, norm_layer=norm_layer)
         self.stages = nn.ModuleList(

@@ -67,28 +67,30 @@ class ESBinaryResNet(ESNetwork):
 
     With ``num_classes`` it returns the logits of the last stage; without, a tuple of the stage
     outputs listed in ``out_indices``, each reduced to nominal width (for a framework's neck and head).
-    ``norm_layer(num_features)`` builds every normalisation layer (default ``nn.BatchNorm2d``).
+    ``norm_layer(num_features)`` builds every normalisation layer (default ``nn.BatchNorm2d``);
+    ``stem_norm_after_expand`` moves the stem's norm after the replication (:meth:`ESNetwork._stem_norm`).
     """
 
     def __init__(self, depth: int = 18, in_channels: int = 3, expand_ratio: int = 1, es_groups: int = 1,
                  act_binarizer: BinarizerCfg = "approx_sign", weight_binarizer: BinarizerCfg = "scaled_sign",
                  activation: str = "rprelu", reduce_mode: str = "slice", num_classes: Optional[int] = None,
-                 out_indices: Optional[Sequence[int]] = None, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+                 out_indices: Optional[Sequence[int]] = None, norm_layer: NormLayer = nn.BatchNorm2d,
+                 stem_norm_after_expand: bool = False) -> None:
         super().__init__()
         if depth not in ARCHS:
             raise ValueError(f"ESBinaryResNet: depth must be one of {sorted(ARCHS)}, got {depth!r}")
         if activation not in BLOCK_ACTIVATIONS:
             raise ValueError(f"ESBinaryResNet: activation must be one of {BLOCK_ACTIVATIONS}, got {activation!r}")
-        self._init_stream(f"ESBinaryResNet-{depth}", expand_ratio, es_groups, reduce_mode)
+        self._init_stream(f"ESBinaryResNet-{depth}", expand_ratio, es_groups, reduce_mode, stem_norm_after_expand)
         self.depth = depth
         arch = ARCHS[depth]
         widths, blocks = arch["widths"], arch["blocks"]
         if arch["stem"] == "cifar":
             self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
-                                      norm_layer(widths[0]))
+                                      self._stem_norm(norm_layer, widths[0]))
         else:
             self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 7, stride=2, padding=3, bias=False),
-                                      norm_layer(widths[0]), nn.MaxPool2d(3, stride=2, padding=1))
+                                      self._stem_norm(norm_layer, widths[0]), nn.MaxPool2d(3, stride=2, padding=1))
         unit_cfg = dict(expand_ratio=expand_ratio, es_groups=es_groups, act_binarizer=act_binarizer,
                         weight_binarizer=weight_binarizer, activation=activation, norm_layer=norm_layer)
         self.stages = nn.ModuleList()
