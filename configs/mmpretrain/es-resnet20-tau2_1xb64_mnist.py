@@ -12,5 +12,4 @@ model = dict(
 optim_wrapper = dict(optimizer=dict(lr=2e-3, weight_decay=1e-5))
 train_cfg = dict(by_epoch=True, max_epochs=8, val_interval=1)
 
-default_hooks = dict(logger=dict(type='LoggerHook', interval=20), checkpoint=dict(type='CheckpointHook', interval=-1,
-                                                                                  save_last=True))
+default_hooks = dict(logger=dict(type='LoggerHook', interval=20))

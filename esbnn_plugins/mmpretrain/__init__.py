@@ -8,11 +8,12 @@ from .. import registry  # noqa: F401  (stack fixes, ES layers in the root regis
 from .backbones import ESBinaryResNet, ESBNext, ESReActNet
 from .datasets import MNISTDigits
 from .fashion_mnist import FashionMNISTSplit
-from .distill import DistillImageClassifier, build_teacher
-from .hooks import TemperatureAnnealingHook, hard_sign_modules
+from .distill import DistillImageClassifier, build_teacher, load_teacher_weights, student_config
+from .hooks import ClassifierCheckHook, TemperatureAnnealingHook, check_classifier, hard_sign_modules
 from .optimizers import ESOptimWrapperConstructor
 from .runner import ESRunner, check_data_paths
 
-__all__ = ["ESBinaryResNet", "ESBNext", "ESReActNet", "MNISTDigits", "FashionMNISTSplit", "DistillImageClassifier", "build_teacher",
-           "TemperatureAnnealingHook", "hard_sign_modules", "ESOptimWrapperConstructor", "ESRunner",
-           "check_data_paths"]
+__all__ = ["ESBinaryResNet", "ESBNext", "ESReActNet", "MNISTDigits", "FashionMNISTSplit", "DistillImageClassifier",
+           "build_teacher", "load_teacher_weights", "student_config", "ClassifierCheckHook",
+           "TemperatureAnnealingHook", "check_classifier", "hard_sign_modules", "ESOptimWrapperConstructor",
+           "ESRunner", "check_data_paths"]

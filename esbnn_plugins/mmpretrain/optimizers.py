@@ -17,8 +17,8 @@ class ESOptimWrapperConstructor(DefaultOptimWrapperConstructor):
       binary layer (``is_binary``: both activations and weights binarized), e.g. ``0.`` for
       ReActNet's step 2. Layers that keep real weights (step 1) are decayed as usual.
 
-    Frozen sub-modules (every parameter with ``requires_grad=False``, such as a distillation
-    teacher) are left out of the optimizer with one log line instead of one warning per parameter.
+    Frozen sub-modules (every parameter with ``requires_grad=False``, such as frozen stages) are
+    left out of the optimizer with one log line instead of one warning per parameter.
     """
 
     def add_params(self, params: List[dict], module: nn.Module, prefix: str = "",

@@ -1,5 +1,5 @@
 # ImageNet classifier trained by distillation from the MMPretrain model-zoo ResNet-34 (ReActNet's
-# teacher; its weights are downloaded on first use). Configs set model.backbone and head.in_channels.
+# teacher; its weights are downloaded when training starts). Configs set model.backbone and head.in_channels.
 model = dict(
     type='DistillImageClassifier',
     neck=dict(type='GlobalAveragePooling'),
