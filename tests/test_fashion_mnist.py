@@ -158,3 +158,41 @@ def test_stock_train_script_and_two_step_tool_on_tiny_files(tmp_path):
     assert "step 2 test metrics: {'accuracy/top1'" in out
     out = run(tool, ROOT)  # everything done: three skips, then the test of step 2
     assert out.count("exists, skipped") == 3 and "step 2 test metrics" in out
+
+
+def test_benchmark_fashion_section_keeps_the_other_sections(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark_classification", ROOT / "tools" / "benchmark_classification.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    make_fashion(tmp_path / "data")
+    out = tmp_path / "results" / "classification.md"
+    tool.write_section(out, "mnist", "## MNIST digits\n\n| MNIST digits | baseline | 96.1 |")
+    tool.main(["--data", "fashion", "--data-root", str(tmp_path / "data"), "--train-subset", "20",
+               "--val-per-class", "1", "--epochs", "1", "--seeds", "0", "--variants", "1", "--two-step",
+               "--batch-size", "8", "--work-dir", str(tmp_path / "wd"), "--out", str(out)])
+    text = out.read_text()
+    assert "| MNIST digits | baseline | 96.1 |" in text  # the other section is kept
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:3]): line for line in text.splitlines()
+            if line.startswith("| full precision") or line.startswith("| baseline")}
+    assert set(rows) == {("full precision", "one step"), ("baseline", "one step"), ("baseline", "two-step + KD")}
+    assert "training subset 20 of 30 images" in text
+    assert (out.parent / "classification_fashion_curves.png").is_file()
+    assert (out.parent / "classification_fashion_ops.png").is_file()
+    with pytest.raises(SystemExit):
+        tool.main(["--data", "fashion", "--data-root", str(tmp_path / "data"), "--train-subset", "31",
+                   "--val-per-class", "1", "--work-dir", str(tmp_path / "wd")])
+
+
+def test_training_memory_counts_the_widened_stream():
+    import importlib.util
+
+    from esbnn_plugins.models import resnet20
+
+    spec = importlib.util.spec_from_file_location("benchmark_classification", ROOT / "tools" / "benchmark_classification.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    x = __import__("torch").zeros(4, 1, 28, 28)
+    base, es = (tool.training_memory(resnet20(in_channels=1, num_classes=10, expand_ratio=t), x) for t in (1, 2))
+    assert 1.5 < es / base < 2.5  # per-channel work and saved activations at twice the width

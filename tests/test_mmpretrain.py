@@ -475,9 +475,10 @@ def test_benchmark_writes_to_its_work_dir_unless_out_is_given(tmp_path, monkeypa
     spec.loader.exec_module(tool)
     trained = []
 
-    def fake_train(config, tau, es_groups, seed, epochs, data_root, work_dir):
+    def fake_train(config, seed, epochs, work_dir, backbone=None, options=None, test=False):
         trained.append(work_dir)
-        return dict(accuracy=[50.0 + tau, 60.0 + tau], step_time=0.01 * tau)
+        tau = backbone["expand_ratio"]
+        return dict(accuracy=[50.0 + tau, 60.0 + tau], step_time=0.01 * tau, checkpoint=str(work_dir / "last.pth"))
 
     monkeypatch.setattr(tool, "train_variant", fake_train)
     monkeypatch.setattr(tool, "resnet18_timing", lambda *args: [["1", "eager", 1.0, 1.0, 10.0, 1.0]])

