@@ -130,8 +130,9 @@ def voc_xml(name: str, height: int, width: int, objects: List[Tuple[int, List[in
 
 
 def make_dataset(out: str, num_train: int = 400, num_test: int = 100, seed: int = 0, max_digits: int = 4,
-                 min_digits: int = 1) -> Dict[str, List[str]]:
-    """Write the set under ``out``; return the image ids per split."""
+                 min_digits: int = 1, empty: int = 0) -> Dict[str, List[str]]:
+    """Write the set under ``out``; return the image ids per split. The last ``empty`` images of each
+    split are background only (no object)."""
     if not 0 <= min_digits <= max_digits:
         raise ValueError(f"need 0 <= min_digits <= max_digits, got min_digits={min_digits}, max_digits={max_digits}")
     rng = np.random.default_rng(seed)
@@ -148,14 +149,14 @@ def make_dataset(out: str, num_train: int = 400, num_test: int = 100, seed: int 
         coco = dict(images=[], annotations=[],
                     categories=[dict(id=i + 1, name=name) for i, name in enumerate(CLASSES)])
         ids[split] = []
-        for _ in range(count):
+        for index in range(count):
             number += 1
             name = f"{number:06d}"
             height, width = (int(v) for v in rng.integers(CANVAS_RANGE[0], CANVAS_RANGE[1] + 1, 2))
             canvas = background(rng, photos, height, width)
             pool = pools[split]
-            objects = paste_digits(rng, canvas, digits[pool], labels[pool],
-                                   int(rng.integers(min_digits, max_digits + 1)))
+            digit_count = 0 if index >= count - empty else int(rng.integers(min_digits, max_digits + 1))
+            objects = paste_digits(rng, canvas, digits[pool], labels[pool], digit_count)
             Image.fromarray(canvas).save(osp.join(out, IMAGE_DIR, f"{name}.jpg"), quality=95)
             voc_xml(name, height, width, objects).write(osp.join(out, VOC_SUBDIR, "Annotations", f"{name}.xml"))
             coco["images"].append(dict(id=number, file_name=f"{name}.jpg", height=height, width=width))
@@ -179,9 +180,11 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=400, help="training images (default: %(default)s)")
     parser.add_argument("--test", type=int, default=100, help="test images (default: %(default)s)")
     parser.add_argument("--max-digits", type=int, default=4, help="digits per image at most (default: %(default)s)")
+    parser.add_argument("--empty", type=int, default=0,
+                        help="background-only images at the end of each split (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     args = parser.parse_args()
-    ids = make_dataset(args.out, args.train, args.test, args.seed, args.max_digits)
+    ids = make_dataset(args.out, args.train, args.test, args.seed, args.max_digits, empty=args.empty)
     print(f"wrote {len(ids['train'])} train and {len(ids['test'])} test images to {args.out} (VOC and COCO layouts)")
 
 
