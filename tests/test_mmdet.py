@@ -28,9 +28,9 @@ def features(size, widths=WIDTHS, factor=1, batch=2):
     return [torch.randn(batch, c * factor, -(-h // (4 * 2 ** i)), -(-w // (4 * 2 ** i))) for i, c in enumerate(widths)]
 
 
-@pytest.mark.parametrize("tau,g", [(1, 1), (2, 1), (2, 2)])
-@pytest.mark.parametrize("widened", [False, True])
-@pytest.mark.parametrize("size", [(64, 64), (100, 75)])
+@pytest.mark.parametrize("tau,g,widened,size", [(1, 1, False, (64, 64)), (2, 1, False, (100, 75)),
+                                                (2, 1, True, (64, 64)), (2, 2, True, (100, 75)),
+                                                (1, 2, True, (37, 53))])
 def test_fpn_shapes_nominal_out_channels(tau, g, widened, size):
     neck = MODELS.build(dict(type="ESBinaryFPN", in_channels=WIDTHS, out_channels=32, num_outs=5, start_level=1,
                              add_extra_convs="on_output", widened_inputs=widened, expand_ratio=tau, es_groups=g))
@@ -187,3 +187,20 @@ def test_unknown_binarizer_in_config_names_the_layer():
     cfg.model.backbone.weight_binarizer = "sgn"
     with pytest.raises(ValueError, match="ESBinaryResNet-18 stages.0.0: .*unknown weight binarizer 'sgn'"):
         MODELS.build(cfg.model)
+
+
+def test_es_detectors_keep_baseline_ops_per_part():
+    import sys
+    sys.path.insert(0, str(ROOT / "tools"))
+    from benchmark_detection import PARTS, TensorForward
+    from esbnn_plugins.analysis import complexity
+    reports = {}
+    for name in ("es-binary-faster-rcnn_r18_fpn_digits.py", "es-binary-faster-rcnn_r18_fpn_tau2-g2_digits.py"):
+        model = MODELS.build(Config.fromfile(ROOT / "configs" / "mmdet" / name).model)
+        reports[name] = complexity(TensorForward(model), torch.randn(1, 3, 64, 96))
+    base, es = reports.values()
+    assert base.bops == es.bops > 0 and base.flops == es.flops > 0 and base.binary_params == es.binary_params
+    for report in (base, es):
+        parts = [report.part(*(f"detector.{p}" for p in prefixes)) for prefixes in PARTS.values()]
+        assert all(part.bops > 0 for part in parts)
+        assert sum(part.ops for part in parts) == pytest.approx(report.ops)

@@ -132,3 +132,19 @@ def test_two_process_gloo_training_on_cpu_with_a_coco_format_config(digits, tmp_
     assert "Distributed launcher: pytorch" in out and "Distributed training: True" in out
     assert "GPU number: 2" in out  # mmengine's name for the world size
     assert "Epoch(train) [1][1/1]" in out and "coco/bbox_mAP_50" in out
+
+
+def test_demo_trains_scores_and_draws(digits, tmp_path):
+    root, _ = digits
+    out = run([sys.executable, str(ROOT / "tools/demo_det.py"), "--data", str(root), "--work-dir", str(tmp_path),
+               "--epochs", "1", "--train-images", "2", "--test-images", "2", "--show", "2"], tmp_path)
+    assert "VOC mAP@0.5 on 2 test images:" in out
+    from PIL import Image
+    sheet = Image.open(tmp_path / "demo_det_predictions.png")
+    assert sheet.size == (640, 320)  # two 320 px tiles
+
+
+def test_demo_rejects_bad_arguments(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "tools/demo_det.py"), "--epochs", "0"], cwd=tmp_path,
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 2 and "--epochs must be >= 1, got 0" in proc.stderr
