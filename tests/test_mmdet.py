@@ -181,11 +181,20 @@ def test_config_trains_one_step_and_predicts(name):
 def test_unknown_binarizer_in_config_names_the_layer():
     cfg = Config.fromfile(ROOT / "configs" / "mmdet" / "es-binary-faster-rcnn_r18_fpn_digits.py")
     cfg.model.neck.act_binarizer = "sgn"
-    with pytest.raises(ValueError, match="unknown activation binarizer 'sgn'"):
+    with pytest.raises(ValueError, match="ESBinaryFPN fpn_convs.0: .*unknown activation binarizer 'sgn'"):
         MODELS.build(cfg.model)
     cfg = Config.fromfile(ROOT / "configs" / "mmdet" / "es-binary-faster-rcnn_r18_fpn_digits.py")
     cfg.model.backbone.weight_binarizer = "sgn"
     with pytest.raises(ValueError, match="ESBinaryResNet-18 stages.0.0: .*unknown weight binarizer 'sgn'"):
+        MODELS.build(cfg.model)
+    cfg = Config.fromfile(ROOT / "configs" / "mmdet" / "es-binary-faster-rcnn_r18_fpn_tau2_digits.py")
+    cfg.model.rpn_head.expand_ratio = 3
+    with pytest.raises(ValueError, match=r"ESBinaryRPNHead rpn_conv.1: .*out_channels=128 is not divisible by "
+                                         r"expand_ratio\*es_groups=3\*1=3"):
+        MODELS.build(cfg.model)
+    cfg = Config.fromfile(ROOT / "configs" / "mmdet" / "es-binary-faster-rcnn_r18_fpn_digits.py")
+    cfg.model.roi_head.bbox_head.act_binarizer = "sgn"
+    with pytest.raises(ValueError, match="ESBinarySharedFCBBoxHead shared_fcs.0: .*'sgn'"):
         MODELS.build(cfg.model)
 
 

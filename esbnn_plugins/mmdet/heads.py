@@ -9,7 +9,7 @@ layer's default.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from mmcv.cnn import build_norm_layer
 from mmdet.models.dense_heads import RetinaHead, RPNHead
@@ -29,16 +29,26 @@ def binarizers(act_binarizer: Optional[BinarizerCfg], weight_binarizer: Optional
     return {key: value for key, value in given.items() if value is not None}
 
 
+def built_in(where: str, build: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
+    """``build(*args, **kwargs)``, prefixing a configuration error with the part being built."""
+    try:
+        return build(*args, **kwargs)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
 def es_binary_conv_stack(in_channels: int, out_channels: int, num_units: int, expand_ratio: int = 1,
                          es_groups: int = 1, act_binarizer: Optional[BinarizerCfg] = None,
                          weight_binarizer: Optional[BinarizerCfg] = None, activation: str = "rprelu",
-                         norm_cfg: dict = dict(type="BN"), reduce_mode: str = "slice") -> List[nn.Module]:
+                         norm_cfg: dict = dict(type="BN"), reduce_mode: str = "slice",
+                         where: str = "ES binary head") -> List[nn.Module]:
     """``[ESExpand, ESBinaryUnit x num_units, ESReduce]``: nominal ``in_channels`` in, nominal ``out_channels``
     out, the stream widened in between (each core :class:`~esbnn_plugins.models.ESBinaryUnit` is a binary
-    3x3 ES conv, norm, shortcut and activation)."""
-    norm_layer = norm_layer_from_cfg("ES binary head", norm_cfg)
-    units = [ESBinaryUnit(in_channels if i == 0 else out_channels, out_channels, 1, expand_ratio, es_groups,
-                          activation=activation, norm_layer=norm_layer, **binarizers(act_binarizer, weight_binarizer))
+    3x3 ES conv, norm, shortcut and activation). ``where`` names the stack in error messages."""
+    norm_layer = norm_layer_from_cfg(where, norm_cfg)
+    units = [built_in(f"{where}.{i + 1}", ESBinaryUnit, in_channels if i == 0 else out_channels, out_channels, 1,
+                      expand_ratio, es_groups, activation=activation, norm_layer=norm_layer,
+                      **binarizers(act_binarizer, weight_binarizer))
              for i in range(num_units)]
     return [ESExpand(expand_ratio, es_groups), *units, ESReduce(expand_ratio, es_groups, reduce_mode)]
 
@@ -79,7 +89,7 @@ class ESBinaryRPNHead(RPNHead):
 
     def _init_layers(self) -> None:
         self.rpn_conv = nn.Sequential(*es_binary_conv_stack(self.in_channels, self.feat_channels, self.num_convs,
-                                                            **self.unit_cfg))
+                                                            where="ESBinaryRPNHead rpn_conv", **self.unit_cfg))
         self.rpn_cls = nn.Conv2d(self.feat_channels, self.num_base_priors * self.cls_out_channels, 1)
         self.rpn_reg = nn.Conv2d(self.feat_channels, self.num_base_priors * self.bbox_coder.encode_size, 1)
 
@@ -116,8 +126,9 @@ class ESBinarySharedFCBBoxHead(ConvFCBBoxHead):
             if not self.with_avg_pool:
                 in_channels *= self.roi_feat_area
             for i in range(num_branch_fcs):
-                fcs.append(ESBinaryFCUnit(in_channels if i == 0 else self.fc_out_channels, self.fc_out_channels,
-                                          **self.unit_cfg))
+                fcs.append(built_in(f"ESBinarySharedFCBBoxHead shared_fcs.{i}", ESBinaryFCUnit,
+                                    in_channels if i == 0 else self.fc_out_channels, self.fc_out_channels,
+                                    **self.unit_cfg))
             in_channels = self.fc_out_channels
         return nn.ModuleList(), fcs, in_channels
 
@@ -147,10 +158,10 @@ class ESBinaryRetinaHead(RetinaHead):
         super().__init__(num_classes, in_channels, stacked_convs=stacked_convs, **kwargs)
 
     def _init_layers(self) -> None:
-        self.cls_convs = nn.ModuleList(es_binary_conv_stack(self.in_channels, self.feat_channels,
-                                                            self.stacked_convs, **self.unit_cfg))
-        self.reg_convs = nn.ModuleList(es_binary_conv_stack(self.in_channels, self.feat_channels,
-                                                            self.stacked_convs, **self.unit_cfg))
+        self.cls_convs = nn.ModuleList(es_binary_conv_stack(self.in_channels, self.feat_channels, self.stacked_convs,
+                                                            where="ESBinaryRetinaHead cls_convs", **self.unit_cfg))
+        self.reg_convs = nn.ModuleList(es_binary_conv_stack(self.in_channels, self.feat_channels, self.stacked_convs,
+                                                            where="ESBinaryRetinaHead reg_convs", **self.unit_cfg))
         self.retina_cls = nn.Conv2d(self.feat_channels, self.num_base_priors * self.cls_out_channels, 3, padding=1)
         self.retina_reg = nn.Conv2d(self.feat_channels, self.num_base_priors * self.bbox_coder.encode_size, 3,
                                     padding=1)
