@@ -1,13 +1,16 @@
 # Two commands on a clean machine: `make demo` and `make test` (both set up .venv first).
 PY := .venv/bin/python
 
-.PHONY: setup demo test data
+.PHONY: setup demo demo-det test data
 
 setup:
 	bash tools/setup_env.sh
 
 demo: setup
 	$(PY) tools/demo.py
+
+demo-det: setup
+	$(PY) tools/demo_det.py
 
 test: setup
 	$(PY) -m pytest -q

@@ -78,6 +78,11 @@ class ComplexityReport:
     def fp32_bytes(self) -> int:
         return self._sum("fp32_bytes")
 
+    def part(self, *prefixes: str) -> "ComplexityReport":
+        """The rows of the modules under any of ``prefixes`` (e.g. ``'backbone'``), as a report of their own."""
+        return ComplexityReport([layer for layer in self.layers
+                                 if any(layer.name == p or layer.name.startswith(p + ".") for p in prefixes)])
+
     def totals(self) -> Dict[str, float]:
         return dict(bops=self.bops, flops=self.flops, ops=self.ops, binary_params=self.binary_params,
                     fp_params=self.fp_params, stored_bytes=self.stored_bytes, fp32_bytes=self.fp32_bytes)

@@ -7,8 +7,9 @@ from .. import registry  # noqa: F401  (stack fixes, ES layers in the root regis
 from ..mmpretrain.runner import ESRunner
 
 from .backbones import ESBinaryResNet, ESReActNet
-from .heads import ESBinaryConvUnit, ESBinaryFCUnit, ESBinaryRPNHead, ESBinarySharedFCBBoxHead
+from .heads import (ESBinaryFCUnit, ESBinaryRetinaHead, ESBinaryRPNHead, ESBinarySharedFCBBoxHead,
+                    es_binary_conv_stack)
 from .necks import ESBinaryFPN
 
-__all__ = ["ESBinaryResNet", "ESReActNet", "ESBinaryFPN", "ESBinaryConvUnit", "ESBinaryFCUnit", "ESBinaryRPNHead",
-           "ESBinarySharedFCBBoxHead", "ESRunner"]
+__all__ = ["ESBinaryResNet", "ESReActNet", "ESBinaryFPN", "ESBinaryFCUnit", "ESBinaryRetinaHead", "ESBinaryRPNHead",
+           "ESBinarySharedFCBBoxHead", "es_binary_conv_stack", "ESRunner"]

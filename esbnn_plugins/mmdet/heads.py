@@ -9,16 +9,16 @@ layer's default.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from mmcv.cnn import build_norm_layer
-from mmdet.models.dense_heads import RPNHead
+from mmdet.models.dense_heads import RetinaHead, RPNHead
 from mmdet.models.roi_heads.bbox_heads import ConvFCBBoxHead
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
 from ..models import ESBinaryUnit, build_block_activation
-from ..ops import ESBinaryLinear, expand, reduce
+from ..ops import ESBinaryLinear, ESExpand, ESReduce, expand, reduce
 from ..ops.binarizers import BinarizerCfg
 from ..openmmlab import norm_layer_from_cfg
 
@@ -29,23 +29,28 @@ def binarizers(act_binarizer: Optional[BinarizerCfg], weight_binarizer: Optional
     return {key: value for key, value in given.items() if value is not None}
 
 
-class ESBinaryConvUnit(nn.Module):
-    """Nominal ``in_channels`` -> widen -> core :class:`~esbnn_plugins.models.ESBinaryUnit` (binary 3x3 ES
-    conv, norm, shortcut, activation) -> reduce -> nominal ``out_channels``."""
+def built_in(where: str, build: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
+    """``build(*args, **kwargs)``, prefixing a configuration error with the part being built."""
+    try:
+        return build(*args, **kwargs)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, expand_ratio: int = 1,
-                 es_groups: int = 1, act_binarizer: Optional[BinarizerCfg] = None,
-                 weight_binarizer: Optional[BinarizerCfg] = None, activation: str = "rprelu",
-                 norm_cfg: dict = dict(type="BN"), reduce_mode: str = "slice") -> None:
-        super().__init__()
-        self.expand_ratio, self.es_groups, self.reduce_mode = expand_ratio, es_groups, reduce_mode
-        self.unit = ESBinaryUnit(in_channels, out_channels, stride, expand_ratio, es_groups,
-                                 activation=activation, norm_layer=norm_layer_from_cfg("ESBinaryConvUnit", norm_cfg),
-                                 **binarizers(act_binarizer, weight_binarizer))
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.unit(expand(x, self.expand_ratio, self.es_groups))
-        return reduce(x, self.expand_ratio, self.es_groups, self.reduce_mode)
+def es_binary_conv_stack(in_channels: int, out_channels: int, num_units: int, expand_ratio: int = 1,
+                         es_groups: int = 1, act_binarizer: Optional[BinarizerCfg] = None,
+                         weight_binarizer: Optional[BinarizerCfg] = None, activation: str = "rprelu",
+                         norm_cfg: dict = dict(type="BN"), reduce_mode: str = "slice",
+                         where: str = "ES binary head") -> List[nn.Module]:
+    """``[ESExpand, ESBinaryUnit x num_units, ESReduce]``: nominal ``in_channels`` in, nominal ``out_channels``
+    out, the stream widened in between (each core :class:`~esbnn_plugins.models.ESBinaryUnit` is a binary
+    3x3 ES conv, norm, shortcut and activation). ``where`` names the stack in error messages."""
+    norm_layer = norm_layer_from_cfg(where, norm_cfg)
+    units = [built_in(f"{where}.{i + 1}", ESBinaryUnit, in_channels if i == 0 else out_channels, out_channels, 1,
+                      expand_ratio, es_groups, activation=activation, norm_layer=norm_layer,
+                      **binarizers(act_binarizer, weight_binarizer))
+             for i in range(num_units)]
+    return [ESExpand(expand_ratio, es_groups), *units, ESReduce(expand_ratio, es_groups, reduce_mode)]
 
 
 class ESBinaryFCUnit(nn.Module):
@@ -69,22 +74,22 @@ class ESBinaryFCUnit(nn.Module):
 
 @MODELS.register_module()
 class ESBinaryRPNHead(RPNHead):
-    """``RPNHead`` whose ``rpn_conv`` is an :class:`ESBinaryConvUnit` (``num_convs`` of them in sequence);
+    """``RPNHead`` whose ``rpn_conv`` is :func:`es_binary_conv_stack` (``num_convs`` units);
     ``rpn_cls``/``rpn_reg`` stay full-precision 1x1 convs. ``expand_ratio=es_groups=1`` is the binary
     RPN head baseline."""
 
     def __init__(self, in_channels: int, num_classes: int = 1, num_convs: int = 1, expand_ratio: int = 1,
                  es_groups: int = 1, act_binarizer: Optional[BinarizerCfg] = None,
                  weight_binarizer: Optional[BinarizerCfg] = None, activation: str = "rprelu",
-                 norm_cfg: dict = dict(type="BN"), **kwargs) -> None:
+                 norm_cfg: dict = dict(type="BN"), reduce_mode: str = "slice", **kwargs) -> None:
         self.unit_cfg = dict(expand_ratio=expand_ratio, es_groups=es_groups, activation=activation,
-                             norm_cfg=norm_cfg, act_binarizer=act_binarizer, weight_binarizer=weight_binarizer)
+                             norm_cfg=norm_cfg, act_binarizer=act_binarizer, weight_binarizer=weight_binarizer,
+                             reduce_mode=reduce_mode)
         super().__init__(in_channels, num_classes=num_classes, num_convs=num_convs, **kwargs)
 
     def _init_layers(self) -> None:
-        units = [ESBinaryConvUnit(self.in_channels if i == 0 else self.feat_channels, self.feat_channels,
-                                  **self.unit_cfg) for i in range(self.num_convs)]
-        self.rpn_conv = units[0] if self.num_convs == 1 else nn.Sequential(*units)
+        self.rpn_conv = nn.Sequential(*es_binary_conv_stack(self.in_channels, self.feat_channels, self.num_convs,
+                                                            where="ESBinaryRPNHead rpn_conv", **self.unit_cfg))
         self.rpn_cls = nn.Conv2d(self.feat_channels, self.num_base_priors * self.cls_out_channels, 1)
         self.rpn_reg = nn.Conv2d(self.feat_channels, self.num_base_priors * self.bbox_coder.encode_size, 1)
 
@@ -121,8 +126,9 @@ class ESBinarySharedFCBBoxHead(ConvFCBBoxHead):
             if not self.with_avg_pool:
                 in_channels *= self.roi_feat_area
             for i in range(num_branch_fcs):
-                fcs.append(ESBinaryFCUnit(in_channels if i == 0 else self.fc_out_channels, self.fc_out_channels,
-                                          **self.unit_cfg))
+                fcs.append(built_in(f"ESBinarySharedFCBBoxHead shared_fcs.{i}", ESBinaryFCUnit,
+                                    in_channels if i == 0 else self.fc_out_channels, self.fc_out_channels,
+                                    **self.unit_cfg))
             in_channels = self.fc_out_channels
         return nn.ModuleList(), fcs, in_channels
 
@@ -134,3 +140,28 @@ class ESBinarySharedFCBBoxHead(ConvFCBBoxHead):
             x = fc(x)
         x = reduce(x, self.expand_ratio, self.es_groups, self.reduce_mode)
         return (self.fc_cls(x) if self.with_cls else None), (self.fc_reg(x) if self.with_reg else None)
+
+
+@MODELS.register_module()
+class ESBinaryRetinaHead(RetinaHead):
+    """``RetinaHead`` whose ``stacked_convs`` classification and regression convs are
+    :func:`es_binary_conv_stack` units; ``retina_cls``/``retina_reg`` stay full precision.
+    ``expand_ratio=es_groups=1`` is the binary RetinaNet head baseline."""
+
+    def __init__(self, num_classes: int, in_channels: int, stacked_convs: int = 4, expand_ratio: int = 1,
+                 es_groups: int = 1, act_binarizer: Optional[BinarizerCfg] = None,
+                 weight_binarizer: Optional[BinarizerCfg] = None, activation: str = "rprelu",
+                 norm_cfg: dict = dict(type="BN"), reduce_mode: str = "slice", **kwargs) -> None:
+        self.unit_cfg = dict(expand_ratio=expand_ratio, es_groups=es_groups, activation=activation,
+                             norm_cfg=norm_cfg, act_binarizer=act_binarizer, weight_binarizer=weight_binarizer,
+                             reduce_mode=reduce_mode)
+        super().__init__(num_classes, in_channels, stacked_convs=stacked_convs, **kwargs)
+
+    def _init_layers(self) -> None:
+        self.cls_convs = nn.ModuleList(es_binary_conv_stack(self.in_channels, self.feat_channels, self.stacked_convs,
+                                                            where="ESBinaryRetinaHead cls_convs", **self.unit_cfg))
+        self.reg_convs = nn.ModuleList(es_binary_conv_stack(self.in_channels, self.feat_channels, self.stacked_convs,
+                                                            where="ESBinaryRetinaHead reg_convs", **self.unit_cfg))
+        self.retina_cls = nn.Conv2d(self.feat_channels, self.num_base_priors * self.cls_out_channels, 3, padding=1)
+        self.retina_reg = nn.Conv2d(self.feat_channels, self.num_base_priors * self.bbox_coder.encode_size, 3,
+                                    padding=1)

@@ -1,0 +1,150 @@
+"""Digit detection set read back by MMDetection's datasets; configs run by MMDetection's stock
+tools/train.py and tools/test.py (one process, and two processes with gloo on CPU)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import mmdet
+from mmengine.registry import init_default_scope
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS = Path(mmdet.__file__).parent / ".mim" / "tools"
+sys.path.insert(0, str(ROOT / "tools"))
+from make_digit_detection import CLASSES, make_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("digits")
+    ids = make_dataset(str(root), num_train=3, num_test=2, seed=0, max_digits=3, empty=1)
+    return root, ids
+
+
+def voc_and_coco(root, split):
+    from mmdet.datasets import CocoDataset, VOCDataset
+    init_default_scope("mmdet")
+    metainfo = dict(classes=CLASSES)
+    voc = VOCDataset(data_root=f"{root}/VOCdevkit/", ann_file=f"VOC2007/ImageSets/Main/{split}.txt",
+                     data_prefix=dict(sub_data_root="VOC2007/"), metainfo=metainfo, test_mode=True, pipeline=[])
+    coco = CocoDataset(data_root=str(root), ann_file=f"annotations/instances_{split}.json",
+                       data_prefix=dict(img="VOCdevkit/VOC2007/JPEGImages/"), metainfo=metainfo, test_mode=True,
+                       pipeline=[])
+    return voc, coco
+
+
+def test_voc_and_coco_layouts_read_back_to_the_same_boxes(digits):
+    root, ids = digits
+    for split in ("train", "test"):
+        voc, coco = voc_and_coco(root, split)
+        assert len(voc) == len(coco) == len(ids[split])
+        assert voc.metainfo["classes"] == coco.metainfo["classes"] == CLASSES
+        for i in range(len(voc)):
+            a, b = voc.get_data_info(i), coco.get_data_info(i)
+            assert a["img_path"] == b["img_path"] and os.path.isfile(a["img_path"])
+            assert (a["height"], a["width"]) == (b["height"], b["width"])
+            assert 128 <= a["height"] <= 320 and 128 <= a["width"] <= 320
+            assert [x["bbox"] for x in a["instances"]] == [x["bbox"] for x in b["instances"]]
+            assert [x["bbox_label"] for x in a["instances"]] == [x["bbox_label"] for x in b["instances"]]
+        assert voc.get_data_info(len(voc) - 1)["instances"] == []  # the background-only image
+        assert sum(len(voc.get_data_info(i)["instances"]) for i in range(len(voc))) > 0
+
+
+def test_boxes_surround_the_pasted_digits(digits):
+    root, _ = digits
+    voc, _ = voc_and_coco(root, "train")
+    from PIL import Image
+    info = voc.get_data_info(0)
+    image = np.asarray(Image.open(info["img_path"]).convert("L"), dtype=np.float64)
+    for inst in info["instances"]:
+        x0, y0, x1, y1 = inst["bbox"]
+        inside = image[y0:y1, x0:x1]
+        assert inside.max() - inside.min() > 100  # a digit stroke contrasts with its background
+
+
+def test_perfect_predictions_score_map_one_with_voc_metric(digits):
+    root, _ = digits
+    voc, _ = voc_and_coco(root, "test")
+    from mmdet.evaluation import VOCMetric
+    metric = VOCMetric(metric="mAP", eval_mode="11points")
+    metric.dataset_meta = voc.metainfo
+    samples = []
+    for i in range(len(voc)):
+        inst = voc.get_data_info(i)["instances"]
+        boxes = torch.tensor([x["bbox"] for x in inst], dtype=torch.float32).reshape(-1, 4)
+        labels = torch.tensor([x["bbox_label"] for x in inst], dtype=torch.long)
+        samples.append(dict(gt_instances=dict(bboxes=boxes, labels=labels), ignored_instances=dict(
+            bboxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long)),
+            pred_instances=dict(bboxes=boxes, labels=labels, scores=torch.ones(len(inst)))))
+    metric.process({}, samples)
+    assert metric.evaluate(len(samples))["pascal_voc/mAP"] == pytest.approx(1.0)
+
+
+def run(cmd, cwd, timeout=400):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc.stdout + proc.stderr
+
+
+def digit_options(root, voc=True, scale=96):
+    """--cfg-options pointing a config at the tiny digit set, images resized to ``scale``."""
+    options = []
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        options.append(f"{loader}.dataset.data_root={root}/VOCdevkit/" if voc else f"{loader}.dataset.data_root={root}/")
+        options.append(f"{loader}.dataset.pipeline.{2 if loader == 'train_dataloader' else 1}.scale=({scale},{scale})")
+    if not voc:
+        options.append(f"val_evaluator.ann_file={root}/annotations/instances_test.json")
+        options.append(f"test_evaluator.ann_file={root}/annotations/instances_test.json")
+    return options + ["train_cfg.max_epochs=1", "default_hooks.logger.interval=1"]
+
+
+def test_stock_train_and_test_scripts_with_an_empty_image(digits, tmp_path):
+    root, _ = digits
+    config = ROOT / "configs/mmdet/es-binary-faster-rcnn_r18_fpn_tau2_digits.py"
+    options = digit_options(root) + ["train_dataloader.batch_size=2",
+                                     "train_dataloader.dataset.filter_cfg.filter_empty_gt=False",
+                                     "model.test_cfg.rpn.nms_pre=200", "model.test_cfg.rpn.max_per_img=50"]
+    out = run([sys.executable, str(TOOLS / "train.py"), str(config), "--work-dir", str(tmp_path),
+               "--cfg-options", *options], tmp_path)
+    assert "Epoch(train) [1][2/2]" in out and "pascal_voc/mAP" in out
+    assert (tmp_path / "epoch_1.pth").is_file()
+    out = run([sys.executable, str(TOOLS / "test.py"), str(config), str(tmp_path / "epoch_1.pth"),
+               "--work-dir", str(tmp_path / "test"), "--cfg-options", *options], tmp_path)
+    assert "Epoch(test) [2/2]" in out and "pascal_voc/mAP" in out
+
+
+def test_two_process_gloo_training_on_cpu_with_a_coco_format_config(digits, tmp_path):
+    root, _ = digits
+    config = ROOT / "configs/mmdet/es-binary-retinanet_r18_fpn_tau2_cocofmt.py"
+    # batch 1 per process: 160 px keeps P7 (stride 128) at 2x2 for its BN
+    options = digit_options(root, voc=False, scale=160) + ["train_dataloader.batch_size=1", "train_dataloader.num_workers=0",
+                                                "train_dataloader.persistent_workers=False",
+                                                "val_dataloader.num_workers=0",
+                                                "val_dataloader.persistent_workers=False"]
+    out = run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531",
+               str(TOOLS / "train.py"), str(config), "--launcher", "pytorch", "--work-dir", str(tmp_path),
+               "--cfg-options", *options], tmp_path, timeout=500)
+    assert "Distributed launcher: pytorch" in out and "Distributed training: True" in out
+    assert "GPU number: 2" in out  # mmengine's name for the world size
+    assert "Epoch(train) [1][1/1]" in out and "coco/bbox_mAP_50" in out
+
+
+def test_demo_trains_scores_and_draws(digits, tmp_path):
+    root, _ = digits
+    out = run([sys.executable, str(ROOT / "tools/demo_det.py"), "--data", str(root), "--work-dir", str(tmp_path),
+               "--epochs", "1", "--train-images", "2", "--test-images", "2", "--show", "2"], tmp_path)
+    assert "VOC mAP@0.5 on 2 test images:" in out
+    from PIL import Image
+    sheet = Image.open(tmp_path / "demo_det_predictions.png")
+    assert sheet.size == (640, 320)  # two 320 px tiles
+
+
+def test_demo_rejects_bad_arguments(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "tools/demo_det.py"), "--epochs", "0"], cwd=tmp_path,
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 2 and "--epochs must be >= 1, got 0" in proc.stderr
