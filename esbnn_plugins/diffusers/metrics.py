@@ -2,6 +2,8 @@
 of 8-bit images, with ``crop_border`` pixels (the scale) cut from every side (METHOD.md section 5)."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -34,7 +36,7 @@ def psnr_y(sr: Tensor, hr: Tensor, crop_border: int) -> float:
     """PSNR (dB) on the Y channel of one image pair (3, H, W) in [0, 1]; ``inf`` for identical images."""
     sr_y, hr_y = _y_pair(sr, hr, crop_border)
     mse = (sr_y - hr_y).square().mean().item()
-    return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(255.0 ** 2 / mse)).item()
+    return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
