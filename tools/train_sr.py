@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import yaml
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers import DDPMScheduler
@@ -166,15 +166,22 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg = args.cfg
     logging_dir = args.output_dir / "logs"
+    if args.mixed_precision == "fp16" and PartialState().device.type == "cpu":
+        # accelerate would run fp16 on CPU silently without autocast (CONVENTIONS 3): refuse instead
+        raise ValueError("--mixed_precision fp16 needs a GPU; on CPU use --mixed_precision bf16 or no")
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=args.report_to,
         project_config=ProjectConfiguration(project_dir=str(args.output_dir), logging_dir=str(logging_dir)),
     )
-    if args.mixed_precision == "fp16" and accelerator.device.type == "cpu":
-        # accelerate silently runs fp16 on CPU without autocast (CONVENTIONS 3): refuse instead
-        raise ValueError("--mixed_precision fp16 needs a GPU; on CPU use --mixed_precision bf16 or no")
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        # torchrun started several processes but accelerate found no GPU and set up no process group:
+        # each process would train alone and overwrite the others' outputs
+        raise RuntimeError(f"launched as {launched} processes but accelerate runs {accelerator.num_processes}; "
+                           "for several CPU processes set ACCELERATE_USE_CPU=true (accelerate launch --multi_gpu "
+                           "--num_processes N on a machine without GPU)")
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
                         level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
@@ -248,6 +255,10 @@ def main(argv=None) -> dict:
         if path is None or not path.is_dir():
             raise FileNotFoundError(f"--resume_from_checkpoint {args.resume_from_checkpoint}: no checkpoint folder "
                                     f"found (looked in {args.output_dir})")
+        saved_ema = (path / "custom_checkpoint_0.pkl").exists()
+        if saved_ema != (ema is not None):
+            raise ValueError(f"checkpoint {path} was saved {'with' if saved_ema else 'without'} --use_ema; "
+                             f"resume with the same setting")
         logger.info(f"Resuming from checkpoint {path}")
         accelerator.load_state(str(path))
         global_step = int(path.name.split("-")[1])
@@ -321,7 +332,7 @@ def main(argv=None) -> dict:
 
     accelerator.wait_for_everyone()
     summary = dict(steps=global_step, train_seconds=time.monotonic() - started, epochs=epoch - first_epoch,
-                   losses=history)
+                   losses=history, ema_optimization_step=ema.optimization_step if ema is not None else None)
     if accelerator.is_main_process:
         unet = copy.deepcopy(accelerator.unwrap_model(model))  # buffers of the live model (EMA keeps parameters only)
         if ema is not None:
