@@ -229,5 +229,33 @@ def test_pipeline_bad_settings():
         ESBinarySRPipeline(tiny_unet(), upscale_factor=8)
     with pytest.raises(ValueError, match="in_channels = 2 \\* out_channels"):
         ESBinarySRPipeline(tiny_unet(in_channels=3))
+    with pytest.raises(ValueError, match="residual_scale must be a number > 0, got 0"):
+        ESBinarySRPipeline(tiny_unet(), residual_scale=0)
     with pytest.raises(ValueError, match="output_type must be"):
         run(tiny_pipe(), np.zeros((4, 4, 3)), output_type="latent")
+
+
+class OracleUNet(ESBinarySRUNet):
+    """Predicts the exact noise of a known clean sample: the pipeline must then return the HR image."""
+
+    def forward(self, sample, timestep, return_dict=True):
+        alpha_bar = self.alphas_cumprod[int(timestep)]
+        noise = (sample[:, :3] - alpha_bar.sqrt() * self.clean) / (1 - alpha_bar).sqrt()
+        return UNet2DOutput(sample=noise)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_pipeline_inverts_the_training_target(residual):
+    """Training target (diffusion_target), conditioning and DDIM sampling agree: a perfect noise predictor
+    reproduces the HR image."""
+    from esbnn_plugins.diffusers.pipeline import diffusion_target, upsample_condition
+
+    hr = torch.rand(1, 3, 12, 16)
+    lr = torch.nn.functional.avg_pool2d(hr, 2)
+    unet = OracleUNet(**TINY)
+    pipe = ESBinarySRPipeline(unet, upscale_factor=2, residual=residual, residual_scale=0.1)
+    pipe.set_progress_bar_config(disable=True)
+    unet.alphas_cumprod = pipe.scheduler.alphas_cumprod
+    unet.clean = diffusion_target(hr, upsample_condition(lr, 2), residual, 0.1)
+    out = run(pipe, lr, steps=10, output_type="pt")
+    assert torch.allclose(out, hr, atol=1e-4)

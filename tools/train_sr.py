@@ -5,7 +5,8 @@ examples (examples/unconditional_image_generation/train_unconditional.py).
     accelerate launch --num_processes 2 tools/train_sr.py --config ... --mixed_precision bf16
 
 The YAML config names the model (``unet``: ``ESBinarySRUNet`` arguments), the SR task (``upscale_factor``,
-``residual``), the data (``train_data``, ``val_data``: see ``esbnn_plugins.diffusers.data.build_dataset``) and
+``residual``, ``residual_scale``: ``ESBinarySRPipeline`` arguments), the data (``train_data``, ``val_data``:
+see ``esbnn_plugins.diffusers.data.build_dataset``) and
 may set any of this script's options under ``training``; options given on the command line win over the config,
 and ``--override unet.expand_ratio=2`` changes one config value. Output: ``checkpoint-<step>/`` folders (at most
 ``--checkpoints_total_limit``; resume with ``--resume_from_checkpoint latest``), ``validation/step-<N>.png``
@@ -44,7 +45,7 @@ from esbnn_plugins.diffusers.pipeline import check_scale, diffusion_target, upsa
 
 logger = get_logger(__name__, log_level="INFO")
 
-CONFIG_KEYS = {"upscale_factor", "residual", "unet", "train_data", "val_data", "training"}
+CONFIG_KEYS = {"upscale_factor", "residual", "residual_scale", "unet", "train_data", "val_data", "training"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,8 +131,9 @@ def parse_args(argv=None):
 
 
 def make_pipeline(unet: ESBinarySRUNet, cfg: dict) -> ESBinarySRPipeline:
+    task = {key: cfg[key] for key in ("residual", "residual_scale") if key in cfg}
     pipe = ESBinarySRPipeline(unet=unet, scheduler=sr3_scheduler(unet.config.num_train_timesteps),
-                              upscale_factor=cfg["upscale_factor"], residual=cfg.get("residual", True))
+                              upscale_factor=cfg["upscale_factor"], **task)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -192,6 +194,7 @@ def main(argv=None) -> dict:
 
     model = ESBinarySRUNet(**cfg["unet"])
     noise_scheduler = sr3_scheduler(model.config.num_train_timesteps, DDPMScheduler)
+    task = make_pipeline(model, cfg).config  # upscale_factor, residual, residual_scale as the pipeline reads them
     ema = None
     if args.use_ema:
         ema = EMAModel(model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True,
@@ -219,7 +222,7 @@ def main(argv=None) -> dict:
 
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
                                  weight_decay=args.adam_weight_decay)
-    scale = cfg["upscale_factor"]
+    scale = task.upscale_factor
     train_dataset = build_dataset(cfg["train_data"], scale)
     val_dataset = build_dataset(cfg["val_data"], scale) if cfg.get("val_data") else None
     train_dataloader = torch.utils.data.DataLoader(train_dataset, batch_size=args.train_batch_size, shuffle=True,
@@ -277,7 +280,7 @@ def main(argv=None) -> dict:
             with accelerator.accumulate(model):
                 lr_images, hr_images = batch["lr"], batch["hr"]
                 condition = upsample_condition(lr_images, scale)
-                clean = diffusion_target(hr_images, condition, cfg.get("residual", True))
+                clean = diffusion_target(hr_images, condition, task.residual, task.residual_scale)
                 noise = torch.randn(clean.shape, generator=noise_generator, device=clean.device)
                 timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (clean.shape[0],),
                                           generator=noise_generator, device=clean.device)
