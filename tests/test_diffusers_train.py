@@ -108,7 +108,7 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517", str(TRAIN_PY),
            "--config", str(CONFIG), "--output_dir", str(tmp_path), *TINY, "--max_train_steps", "3",
            "--checkpointing_steps", "2", "--validation_steps", "1000", "--override", "val_data=null",
-           "--train_batch_size", "2"]
+           "--train_batch_size", "2", "--prediction_type", "sample"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Num processes: 2" in proc.stderr + proc.stdout
@@ -116,4 +116,5 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
     summary = json.loads((tmp_path / "train_summary.json").read_text())
     assert summary["steps"] == 3
     assert (tmp_path / "checkpoint-2" / "unet" / "config.json").exists()
-    assert ESBinarySRPipeline.from_pretrained(tmp_path).config.upscale_factor == 2
+    pipe = ESBinarySRPipeline.from_pretrained(tmp_path)
+    assert pipe.config.upscale_factor == 2 and pipe.scheduler.config.prediction_type == "sample"

@@ -20,7 +20,7 @@ import json
 import statistics
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import numpy as np
 import PIL.Image
@@ -45,17 +45,20 @@ def load_train_sr():
     return module
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def interleaved_medians(functions: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
+    """Median wall time of each function, timed round-robin (one call of each per round) so that a changing
+    machine load affects every variant alike; one warm-up round first."""
+    times: Dict[str, List[float]] = {label: [] for label in functions}
+    for round_index in range(repeats + 1):
+        for label, fn in functions.items():
+            start = time.perf_counter()
+            fn()
+            if round_index:
+                times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(values) for label, values in times.items()}
 
 
-def train_step_seconds(unet_cfg: dict, batch: int, patch: int, repeats: int) -> float:
+def train_step_fn(unet_cfg: dict, batch: int, patch: int) -> Callable[[], None]:
     """One optimizer step (forward, L1 loss, backward, Adam) on a fixed random batch."""
     torch.manual_seed(0)
     unet = ESBinarySRUNet(**unet_cfg).train()
@@ -64,19 +67,18 @@ def train_step_seconds(unet_cfg: dict, batch: int, patch: int, repeats: int) -> 
     t = torch.randint(0, unet.config.num_train_timesteps, (batch,))
     target = torch.randn(batch, 3, patch, patch)
 
-    def step():
+    def step() -> None:
         loss = F.l1_loss(unet(x, t).sample, target)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
 
-    return median_seconds(step, repeats)
+    return step
 
 
-def sampling_seconds(pipe: ESBinarySRPipeline, lr: torch.Tensor, steps: int, repeats: int) -> float:
+def sampling_fn(pipe: ESBinarySRPipeline, lr: torch.Tensor, steps: int) -> Callable[[], object]:
     pipe.set_progress_bar_config(disable=True)
-    return median_seconds(lambda: pipe(lr, num_inference_steps=steps, generator=torch.Generator().manual_seed(0),
-                                       output_type="pt"), repeats)
+    return lambda: pipe(lr, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="pt")
 
 
 def crop_strip(images: List[torch.Tensor], labels: List[str], size: int, path: Path) -> None:
@@ -129,12 +131,17 @@ def main() -> None:
         probe = val_data[0]
         report = complexity(ESBinarySRUNet(**unet_cfg), (torch.zeros(1, 6, *probe["hr"].shape[-2:]),
                                                          torch.zeros(1, dtype=torch.long)))
-        first_pipe = ESBinarySRPipeline.from_pretrained(runs[0]["out_dir"])
-        results[label] = dict(
-            runs=runs, report=report,
-            train_step=train_step_seconds(unet_cfg, training.get("train_batch_size", 8),
-                                          cfg["train_data"]["patch_size"], args.timing_repeats),
-            sampling=sampling_seconds(first_pipe, probe["lr"], steps, max(1, args.timing_repeats // 2)))
+        results[label] = dict(runs=runs, report=report, unet_cfg=unet_cfg)
+
+    probe = val_data[0]
+    batch = training.get("train_batch_size", train_sr.build_parser().get_default("train_batch_size"))
+    train_times = interleaved_medians({label: train_step_fn(r["unet_cfg"], batch, cfg["train_data"]["patch_size"])
+                                       for label, r in results.items()}, args.timing_repeats)
+    sample_times = interleaved_medians({label: sampling_fn(ESBinarySRPipeline.from_pretrained(r["runs"][0]["out_dir"]),
+                                                           probe["lr"], steps) for label, r in results.items()},
+                                       max(1, args.timing_repeats // 2))
+    for label, r in results.items():
+        r["train_step"], r["sampling"] = train_times[label], sample_times[label]
 
     base = results["baseline (tau=1)"]
     bicubic = base["runs"][0]
@@ -190,11 +197,13 @@ def main() -> None:
         f"{' '.join(map(str, args.seeds))} --out {args.out}`", "",
         f"x{scale} SR, {args.steps} training iterations per run (batch {training.get('train_batch_size')}, "
         f"{cfg['train_data']['patch_size']}x{cfg['train_data']['patch_size']} HR patches of "
-        f"{', '.join(cfg['train_data'].get('names', []))}), seeds {args.seeds}; evaluation on the held-out "
+        f"{', '.join(cfg['train_data'].get('names', []))}, prediction type "
+        f"{training.get('prediction_type', 'epsilon')}), seeds {args.seeds}; evaluation on the held-out "
         f"{', '.join(cfg['val_data'].get('names', []))} (centre crop {cfg['val_data'].get('center_crop')} HR pixels), "
         f"DDIM {steps} steps; PSNR/SSIM on the Y channel with a border of {scale} pixels cropped (mean ± std over "
         f"seeds). Complexity per denoising step at the evaluation size. Time ratios: median over "
-        f"{args.timing_repeats} train steps on one fixed batch / sampling of one image, on this machine's CPU.", "",
+        f"{args.timing_repeats} train steps on one fixed batch / sampling of one image, timed round-robin "
+        f"across the variants on this machine's CPU ({torch.get_num_threads()} threads).", "",
         format_table(headers, rows, markdown=True), "",
         "Per seed:", "",
         format_table(["Method", "Seed", "PSNR", "SSIM", "Final loss (last 20 steps)"], per_seed, markdown=True), "",

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop after this many seconds of training (all processes stop together)")
     parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
     parser.add_argument("--learning_rate", type=float, default=1e-4)
+    parser.add_argument("--prediction_type", choices=["epsilon", "sample", "v_prediction"], default="epsilon",
+                        help="what the UNet predicts (L1 loss on it): the noise (BI-DiffSR), the clean sample, or v")
     parser.add_argument("--adam_beta1", type=float, default=0.9)
     parser.add_argument("--adam_beta2", type=float, default=0.99)
     parser.add_argument("--adam_weight_decay", type=float, default=0.0)
@@ -130,10 +132,10 @@ def parse_args(argv=None):
     return args
 
 
-def make_pipeline(unet: ESBinarySRUNet, cfg: dict) -> ESBinarySRPipeline:
+def make_pipeline(unet: ESBinarySRUNet, cfg: dict, prediction_type: str) -> ESBinarySRPipeline:
     task = {key: cfg[key] for key in ("residual", "residual_scale") if key in cfg}
-    pipe = ESBinarySRPipeline(unet=unet, scheduler=sr3_scheduler(unet.config.num_train_timesteps),
-                              upscale_factor=cfg["upscale_factor"], **task)
+    scheduler = sr3_scheduler(unet.config.num_train_timesteps, prediction_type=prediction_type)
+    pipe = ESBinarySRPipeline(unet=unet, scheduler=scheduler, upscale_factor=cfg["upscale_factor"], **task)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -146,7 +148,7 @@ def validate(accelerator, model, ema, cfg, val_dataset, args, global_step) -> di
         ema.copy_to(unet.parameters())
     unet.eval()
     try:
-        result = evaluate(make_pipeline(unet, cfg), val_dataset, args.num_inference_steps, args.seed,
+        result = evaluate(make_pipeline(unet, cfg, args.prediction_type), val_dataset, args.num_inference_steps, args.seed,
                           args.max_validation_images)
     finally:
         unet.train()
@@ -193,8 +195,9 @@ def main(argv=None) -> dict:
         (args.output_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     model = ESBinarySRUNet(**cfg["unet"])
-    noise_scheduler = sr3_scheduler(model.config.num_train_timesteps, DDPMScheduler)
-    task = make_pipeline(model, cfg).config  # upscale_factor, residual, residual_scale as the pipeline reads them
+    noise_scheduler = sr3_scheduler(model.config.num_train_timesteps, DDPMScheduler,
+                                    prediction_type=args.prediction_type)
+    task = make_pipeline(model, cfg, args.prediction_type).config  # upscale_factor, residual, residual_scale as the pipeline reads them
     ema = None
     if args.use_ema:
         ema = EMAModel(model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True,
@@ -285,9 +288,15 @@ def main(argv=None) -> dict:
                 timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (clean.shape[0],),
                                           generator=noise_generator, device=clean.device)
                 noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+                if args.prediction_type == "epsilon":
+                    target = noise
+                elif args.prediction_type == "sample":
+                    target = clean
+                else:
+                    target = noise_scheduler.get_velocity(clean, noise, timesteps)
                 with accelerator.autocast():
-                    noise_pred = model(torch.cat([noisy, condition], dim=1), timesteps).sample
-                loss = F.l1_loss(noise_pred.float(), noise.float())
+                    prediction = model(torch.cat([noisy, condition], dim=1), timesteps).sample
+                loss = F.l1_loss(prediction.float(), target.float())
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -341,7 +350,7 @@ def main(argv=None) -> dict:
         if ema is not None:
             ema.copy_to(unet.parameters())
         unet.eval()
-        pipe = make_pipeline(unet, cfg)
+        pipe = make_pipeline(unet, cfg, args.prediction_type)
         pipe.save_pretrained(args.output_dir)
         if val_dataset is not None:
             summary["validation"] = validate(accelerator, model, ema, cfg, val_dataset, args, global_step)

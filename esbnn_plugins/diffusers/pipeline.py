@@ -38,9 +38,10 @@ SR3_NOISE_SCHEDULE = dict(beta_schedule="linear", beta_start=1e-6, beta_end=1e-2
 ImageInput = Union[PIL.Image.Image, np.ndarray, Tensor, Sequence[Union[PIL.Image.Image, np.ndarray, Tensor]]]
 
 
-def sr3_scheduler(num_train_timesteps: int, scheduler_cls=DDIMScheduler) -> SchedulerMixin:
-    """A Diffusers scheduler with the SR3 noise schedule (DDIM for sampling, DDPM for training)."""
-    return scheduler_cls(num_train_timesteps=num_train_timesteps, **SR3_NOISE_SCHEDULE)
+def sr3_scheduler(num_train_timesteps: int, scheduler_cls=DDIMScheduler, **overrides) -> SchedulerMixin:
+    """A Diffusers scheduler with the SR3 noise schedule (DDIM for sampling, DDPM for training); ``overrides``
+    replace entries of :data:`SR3_NOISE_SCHEDULE` (e.g. ``prediction_type='sample'``)."""
+    return scheduler_cls(num_train_timesteps=num_train_timesteps, **{**SR3_NOISE_SCHEDULE, **overrides})
 
 
 def check_scale(upscale_factor) -> int:
