@@ -29,7 +29,7 @@ import torch.nn.functional as F
 import yaml
 
 from esbnn_plugins.analysis import complexity, format_table
-from esbnn_plugins.diffusers import ESBinarySRPipeline, ESBinarySRUNet, sr3_scheduler
+from esbnn_plugins.diffusers import ESBinarySRPipeline, ESBinarySRUNet
 from esbnn_plugins.diffusers.data import build_dataset
 from esbnn_plugins.diffusers.evaluation import evaluate
 
@@ -94,6 +94,13 @@ def crop_strip(images: List[torch.Tensor], labels: List[str], size: int, path: P
         (strip.shape[-1] * 2, size * 2), PIL.Image.NEAREST).save(path)
 
 
+def mean_spread(values: List[float], fmt: str) -> str:
+    """``mean ± std`` over seeds (population std), or the single value."""
+    if len(values) == 1:
+        return f"{values[0]:{fmt}}"
+    return f"{np.mean(values):{fmt}} ± {np.std(values):{fmt}}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
@@ -107,10 +114,13 @@ def main() -> None:
 
     cfg = yaml.safe_load(args.config.read_text())
     training = cfg.get("training", {})
-    steps = args.num_inference_steps or training.get("num_inference_steps", 50)
+    train_sr = load_train_sr()
+    defaults = train_sr.build_parser()
+    steps = args.num_inference_steps or training.get("num_inference_steps",
+                                                     defaults.get_default("num_inference_steps"))
     scale = cfg["upscale_factor"]
     val_data = build_dataset(cfg["val_data"], scale)
-    train_sr = load_train_sr()
+    probe = val_data[0]
     results: Dict[str, Dict] = {}
     for label, (tau, g) in VARIANTS.items():
         runs = []
@@ -128,18 +138,16 @@ def main() -> None:
                 np.mean(summary["losses"][-20:])), first=metrics.pop("first"), bicubic_psnr=metrics["bicubic_psnr"],
                 bicubic_ssim=metrics["bicubic_ssim"], out_dir=out_dir))
         unet_cfg = dict(cfg["unet"], expand_ratio=tau, es_groups=g)
-        probe = val_data[0]
         report = complexity(ESBinarySRUNet(**unet_cfg), (torch.zeros(1, 6, *probe["hr"].shape[-2:]),
                                                          torch.zeros(1, dtype=torch.long)))
         results[label] = dict(runs=runs, report=report, unet_cfg=unet_cfg)
 
-    probe = val_data[0]
-    batch = training.get("train_batch_size", train_sr.build_parser().get_default("train_batch_size"))
+    batch = training.get("train_batch_size", defaults.get_default("train_batch_size"))
     train_times = interleaved_medians({label: train_step_fn(r["unet_cfg"], batch, cfg["train_data"]["patch_size"])
                                        for label, r in results.items()}, args.timing_repeats)
     sample_times = interleaved_medians({label: sampling_fn(ESBinarySRPipeline.from_pretrained(r["runs"][0]["out_dir"]),
                                                            probe["lr"], steps) for label, r in results.items()},
-                                       max(1, args.timing_repeats // 2))
+                                       args.timing_repeats)
     for label, r in results.items():
         r["train_step"], r["sampling"] = train_times[label], sample_times[label]
 
@@ -150,9 +158,8 @@ def main() -> None:
     rows = [["bicubic", f"{bicubic['bicubic_psnr']:.2f}", f"{bicubic['bicubic_ssim']:.4f}"] + ["-"] * 8]
     for label, r in results.items():
         psnrs, ssims = [run["psnr"] for run in r["runs"]], [run["ssim"] for run in r["runs"]]
-        spread = lambda v, fmt: f"{np.mean(v):{fmt}} ± {np.std(v):{fmt}}" if len(v) > 1 else f"{v[0]:{fmt}}"
         rep = r["report"]
-        rows.append([label, spread(psnrs, ".2f"), spread(ssims, ".4f"), f"{rep.bops:.3g}", f"{rep.flops:.3g}",
+        rows.append([label, mean_spread(psnrs, ".2f"), mean_spread(ssims, ".4f"), f"{rep.bops:.3g}", f"{rep.flops:.3g}",
                      f"{rep.ops:.3g}", f"{rep.ops / base['report'].ops:.3f}", f"{rep.binary_params:,}",
                      f"{rep.fp_params:,}", f"{r['train_step'] / base['train_step']:.2f}",
                      f"{r['sampling'] / base['sampling']:.2f}"])
@@ -173,8 +180,8 @@ def main() -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for i, label in enumerate(labels):
         psnrs = [run["psnr"] for run in results[label]["runs"]]
-        axes[0].scatter([i] * len(psnrs), psnrs, color="C0")
-        axes[0].bar(i, np.mean(psnrs), color="C0", alpha=0.4)
+        axes[0].scatter([i] * len(psnrs), psnrs, color="C0", label="seeds" if i == 0 else None)
+        axes[0].scatter([i], [np.mean(psnrs)], color="k", marker="_", s=400, label="mean" if i == 0 else None)
         axes[1].bar(i, results[label]["train_step"] / base["train_step"], color="C1")
     axes[0].axhline(bicubic["bicubic_psnr"], color="k", linestyle="--", label="bicubic")
     axes[0].set_ylabel("PSNR-Y (dB), held-out photos")
@@ -195,7 +202,7 @@ def main() -> None:
         "# Binary SR diffusion: baseline vs ES vs ES+G (generated by tools/benchmark_sr.py)", "",
         f"Command: `python tools/benchmark_sr.py --config {config_text} --steps {args.steps} --seeds "
         f"{' '.join(map(str, args.seeds))} --out {args.out}`", "",
-        f"x{scale} SR, {args.steps} training iterations per run (batch {training.get('train_batch_size')}, "
+        f"x{scale} SR, {args.steps} training iterations per run (batch {batch}, "
         f"{cfg['train_data']['patch_size']}x{cfg['train_data']['patch_size']} HR patches of "
         f"{', '.join(cfg['train_data'].get('names', []))}, prediction type "
         f"{training.get('prediction_type', 'epsilon')}), seeds {args.seeds}; evaluation on the held-out "

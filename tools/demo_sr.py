@@ -44,16 +44,18 @@ def main() -> None:
     cfg = yaml.safe_load(args.config.read_text())
     train_args = ["--config", str(args.config), "--output_dir", str(args.work_dir),
                   "--max_train_time", str(args.minutes * 60)]
-    summary = load_train_sr().main(train_args)
+    train_sr = load_train_sr()
+    summary = train_sr.main(train_args)
     print(f"\nTrained {summary['steps']} steps in {summary['train_seconds']:.0f} s "
-          f"(L1 noise loss {sum(summary['losses'][:20]) / max(1, len(summary['losses'][:20])):.3f} over the first "
+          f"(L1 loss {sum(summary['losses'][:20]) / max(1, len(summary['losses'][:20])):.3f} over the first "
           f"20 steps, {sum(summary['losses'][-20:]) / max(1, len(summary['losses'][-20:])):.3f} over the last 20)")
 
     pipe = ESBinarySRPipeline.from_pretrained(args.work_dir)
     pipe.set_progress_bar_config(desc="DDIM sampling")
     scale = pipe.config.upscale_factor
     held_out = build_dataset({**cfg["val_data"], "center_crop": args.crop}, scale)
-    steps = args.num_inference_steps or cfg["training"]["num_inference_steps"]
+    steps = args.num_inference_steps or cfg.get("training", {}).get(
+        "num_inference_steps", train_sr.build_parser().get_default("num_inference_steps"))
     result = evaluate(pipe, held_out, steps, seed=0, max_images=1)
     lr, bicubic, sr, hr = result["first"]
     out = args.work_dir / "demo_sr.png"

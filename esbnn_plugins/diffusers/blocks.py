@@ -12,8 +12,6 @@ batch uses the bank of its own bucket (:func:`timestep_buckets`).
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
