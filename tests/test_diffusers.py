@@ -229,6 +229,8 @@ def test_pipeline_bad_settings():
         ESBinarySRPipeline(tiny_unet(), upscale_factor=8)
     with pytest.raises(ValueError, match="in_channels = 2 \\* out_channels"):
         ESBinarySRPipeline(tiny_unet(in_channels=3))
+    with pytest.raises(ValueError, match="num_train_timesteps=1000 but the UNet's timestep buckets were made for 100"):
+        ESBinarySRPipeline(tiny_unet(), DDIMScheduler(num_train_timesteps=1000))
     with pytest.raises(ValueError, match="residual_scale must be a number > 0, got 0"):
         ESBinarySRPipeline(tiny_unet(), residual_scale=0)
     with pytest.raises(ValueError, match="output_type must be"):

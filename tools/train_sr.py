@@ -2,7 +2,9 @@
 examples (examples/unconditional_image_generation/train_unconditional.py).
 
     python tools/train_sr.py --config configs/diffusers/es-sr-tau2_x2_skimage.yaml --output_dir work_dirs/sr
-    accelerate launch --num_processes 2 tools/train_sr.py --config ... --mixed_precision bf16
+    accelerate launch --multi_gpu --num_processes 8 tools/train_sr.py --config ...   # 8 GPUs
+    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 tools/train_sr.py --config ...  # 2 CPU
+        processes over gloo (accelerate's own `--cpu --num_processes 2` starts a single process without mpirun)
 
 The YAML config names the model (``unet``: ``ESBinarySRUNet`` arguments), the SR task (``upscale_factor``,
 ``residual``, ``residual_scale``: ``ESBinarySRPipeline`` arguments), the data (``train_data``, ``val_data``:

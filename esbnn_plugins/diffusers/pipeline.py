@@ -158,6 +158,10 @@ class ESBinarySRPipeline(DiffusionPipeline):
                              f"out_channels={unet.config.out_channels}")
         if scheduler is None:
             scheduler = sr3_scheduler(unet.config.num_train_timesteps)
+        if scheduler.config.num_train_timesteps != unet.config.num_train_timesteps:
+            raise ValueError(f"ESBinarySRPipeline: the scheduler has num_train_timesteps="
+                             f"{scheduler.config.num_train_timesteps} but the UNet's timestep buckets were made for "
+                             f"{unet.config.num_train_timesteps}")
         self.register_modules(unet=unet, scheduler=scheduler)
         self.register_to_config(upscale_factor=upscale_factor, residual=bool(residual),
                                 residual_scale=float(residual_scale))
