@@ -26,7 +26,10 @@ def timestep_buckets(timestep: Tensor, num_buckets: int, num_train_timesteps: in
     Computed from the timestep value, not from the position in a sampling schedule, so DDIM's sparse
     timesteps (e.g. 1960, 1920, ..., 0 for 50 of 2000 steps) use the bank training used for them.
     """
-    index = torch.floor(timestep.to(torch.float64) * num_buckets / num_train_timesteps).long()
+    if timestep.is_floating_point():
+        index = torch.floor(timestep.float() * num_buckets / num_train_timesteps).long()
+    else:  # exact integer arithmetic for the usual integer timesteps
+        index = torch.div(timestep.long() * num_buckets, num_train_timesteps, rounding_mode="floor")
     return index.clamp_(0, num_buckets - 1)
 
 
