@@ -1,7 +1,7 @@
 # Two commands on a clean machine: `make demo` and `make test` (both set up .venv first).
 PY := .venv/bin/python
 
-.PHONY: setup demo demo-det test data
+.PHONY: setup demo demo-det demo-sr test data
 
 setup:
 	bash tools/setup_env.sh
@@ -11,6 +11,9 @@ demo: setup
 
 demo-det: setup
 	$(PY) tools/demo_det.py
+
+demo-sr: setup
+	$(PY) tools/demo_sr.py
 
 test: setup
 	$(PY) -m pytest -q
