@@ -171,7 +171,7 @@ def test_benchmark_fashion_section_keeps_the_other_sections(tmp_path):
     tool.write_section(out, "mnist", "## MNIST digits\n\n| MNIST digits | baseline | 96.1 |")
     tool.main(["--data", "fashion", "--data-root", str(tmp_path / "data"), "--train-subset", "20",
                "--val-per-class", "1", "--epochs", "1", "--seeds", "0", "--variants", "1", "--two-step",
-               "--batch-size", "8", "--work-dir", str(tmp_path / "wd"), "--out", str(out)])
+               "--batch-size", "8", "--num-workers", "0", "--work-dir", str(tmp_path / "wd"), "--out", str(out)])
     text = out.read_text()
     assert "| MNIST digits | baseline | 96.1 |" in text  # the other section is kept
     rows = {tuple(cell.strip() for cell in line.split("|")[1:3]): line for line in text.splitlines()

@@ -213,6 +213,10 @@ def fashion_report(args: argparse.Namespace, parser: argparse.ArgumentParser, ou
     options = {f"{loader}.dataset.data_root": str(args.data_root) for loader in LOADERS}
     options.update({"train_dataloader.dataset.subset": args.train_subset, "train_dataloader.batch_size": args.batch_size,
                     **{f"{loader}.dataset.val_per_class": args.val_per_class for loader in LOADERS[:2]}})
+    if args.num_workers is not None:
+        for loader in LOADERS:
+            options.update({f"{loader}.num_workers": args.num_workers,
+                            f"{loader}.persistent_workers": args.num_workers > 0})
     networks = [("full precision", None)] + [(variant_label(t, g), (t, g)) for t, g in args.variants]
     recipes = ["one step"] + (["two-step + KD"] if args.two_step else [])
     results: Dict[Tuple[str, str], List[dict]] = {}
@@ -354,6 +358,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help="fashion: validation images per class held out from train (default: %(default)s)")
     parser.add_argument("--batch-size", type=positive_int, default=128, help="fashion: batch size (default: %(default)s)")
     parser.add_argument("--two-step", action="store_true", help="fashion: add the two-step + KD recipe")
+    parser.add_argument("--num-workers", type=int, choices=range(0, 65), metavar="N",
+                        help="fashion: data loading worker processes per loader (default: the config's)")
     parser.add_argument("--timing-batch", type=int, default=8, help="ResNet-18 224x224 timing batch size")
     parser.add_argument("--timing-iters", type=int, default=3)
     parser.add_argument("--timing-rounds", type=int, default=3)
