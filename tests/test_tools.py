@@ -31,3 +31,11 @@ def test_bad_variant_is_a_clear_cli_error():
     result = subprocess.run([sys.executable, "tools/complexity.py", "--variants", "2y"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 2 and "expected TAU or TAUxG" in result.stderr
+
+
+def test_profile_tool(tmp_path):
+    out = run_tool("tools/profile_es.py", "--variants", "1", "2", "--batch", "2", "--input-size", "8", "--steps", "1",
+                   "--top", "4", "--threads", "1", "--out", str(tmp_path / "speed.md"))
+    assert "ES tau=2 / baseline" in out and "aten::convolution_backward" in out
+    text = (tmp_path / "speed.md").read_text()
+    assert "ResNet-20, 8x8x1, batch 2, 1 threads, eager, best of 1 steps" in text and "| total (profiled) |" in text

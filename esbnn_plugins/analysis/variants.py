@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -26,13 +26,15 @@ def variant_label(expand_ratio: int, es_groups: int) -> str:
     return f"ES tau={expand_ratio}" + (f" g={es_groups}" if es_groups > 1 else "")
 
 
-def add_model_args(parser: argparse.ArgumentParser, variants: Sequence[str] = ("1", "2", "2x2")) -> None:
-    """``--depth``, ``--variants`` (default ``variants``), ``--input-size``, ``--seed``."""
+def add_model_args(parser: argparse.ArgumentParser, variants: Sequence[str] = ("1", "2", "2x2"),
+                   size: Optional[int] = None) -> None:
+    """``--depth``, ``--variants`` (default ``variants``), ``--input-size`` (default ``size``, else the
+    depth's usual size, see :func:`input_size`), ``--seed``."""
     parser.add_argument("--depth", type=int, default=20, choices=sorted(ARCHS), help="ResNet depth (default: 20)")
     parser.add_argument("--variants", type=parse_variant, nargs="+", default=[parse_variant(v) for v in variants],
                         help=f"TAU or TAUxG per network; 1 is the baseline (default: {' '.join(variants)})")
-    parser.add_argument("--input-size", type=positive_int, default=None,
-                        help="input height and width (default: 32 for depth 20, 224 for depth 18)")
+    parser.add_argument("--input-size", type=positive_int, default=size,
+                        help=f"input height and width (default: {size or '32 for depth 20, 224 for depth 18'})")
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
 
 
@@ -54,12 +56,13 @@ def input_size(args: argparse.Namespace) -> int:
     return 32 if ARCHS[args.depth]["stem"] == "cifar" else 224
 
 
-def build_variants(depth: int, variants: List[Tuple[int, int]], seed: int = 0,
-                   num_classes: int = 10) -> Dict[str, ESBinaryResNet]:
+def build_variants(depth: int, variants: List[Tuple[int, int]], seed: int = 0, num_classes: int = 10,
+                   in_channels: int = 3) -> Dict[str, ESBinaryResNet]:
     """One ``ESBinaryResNet`` per (tau, g), each initialised from ``seed``."""
     models = {}
     for expand_ratio, es_groups in variants:
         torch.manual_seed(seed)
         models[variant_label(expand_ratio, es_groups)] = ESBinaryResNet(
-            depth=depth, expand_ratio=expand_ratio, es_groups=es_groups, num_classes=num_classes)
+            depth=depth, in_channels=in_channels, expand_ratio=expand_ratio, es_groups=es_groups,
+            num_classes=num_classes)
     return models
