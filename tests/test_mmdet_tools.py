@@ -148,3 +148,41 @@ def test_demo_rejects_bad_arguments(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "tools/demo_det.py"), "--epochs", "0"], cwd=tmp_path,
                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 2 and "--epochs must be >= 1, got 0" in proc.stderr
+
+
+def test_voc0712_config_trains_with_stock_script_from_an_mmpretrain_checkpoint(digits, tmp_path):
+    """The VOC 07+12 ES config (RepeatDataset of VOC2007 + VOC2012, Pretrained backbone, frozen stem and
+    stage 0, norm_eval) run by stock train.py through a user config that only points it at other data."""
+    root, _ = digits
+    import esbnn_plugins.mmpretrain  # noqa: F401  (the MMPretrain backbones)
+    from mmpretrain.registry import MODELS as CLS_MODELS
+    init_default_scope("mmpretrain")
+    classifier = CLS_MODELS.build(dict(
+        type="ImageClassifier", backbone=dict(type="ESBinaryResNet", depth=18, expand_ratio=2, act_binarizer="rsign",
+                                              weight_binarizer="scaled_sign"),
+        neck=dict(type="GlobalAveragePooling"), head=dict(type="LinearClsHead", num_classes=10, in_channels=512)))
+    checkpoint = tmp_path / "mmpretrain_epoch_1.pth"
+    torch.save({"meta": {}, "state_dict": classifier.state_dict()}, checkpoint)
+    user_config = tmp_path / "my_voc.py"
+    user_config.write_text(f"""
+_base_ = '{ROOT}/configs/mmdet/es-binary-faster-rcnn_r18_fpn_tau2_voc0712.py'
+classes = {CLASSES!r}
+train_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True),
+                  dict(type='Resize', scale=(96, 96), keep_ratio=True), dict(type='PackDetInputs')]
+voc = dict(type='VOCDataset', data_root='{root}/VOCdevkit/', metainfo=dict(classes=classes),
+           ann_file='VOC2007/ImageSets/Main/train.txt', data_prefix=dict(sub_data_root='VOC2007/'),
+           filter_cfg=dict(filter_empty_gt=True, min_size=32, bbox_min_size=None), pipeline=train_pipeline)
+train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
+                        dataset=dict(times=1, dataset=dict(datasets=[voc, voc])))
+test_set = dict(data_root='{root}/VOCdevkit/', metainfo=dict(classes=classes))
+val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=test_set)
+test_dataloader = val_dataloader
+model = dict(backbone=dict(init_cfg=dict(checkpoint='{checkpoint}')), roi_head=dict(bbox_head=dict(num_classes=10)))
+train_cfg = dict(max_epochs=1)
+""")
+    options = ["val_dataloader.dataset.pipeline.1.scale=(96,96)", "default_hooks.logger.interval=1",
+               "model.test_cfg.rpn.max_per_img=50", "param_scheduler.0.end=2"]
+    out = run([sys.executable, str(TOOLS / "train.py"), str(user_config), "--work-dir", str(tmp_path / "work"),
+               "--cfg-options", *options], tmp_path)
+    assert f"load backbone. in model from: {checkpoint}" in out
+    assert "Epoch(train) [1][1/1]" in out and "pascal_voc/mAP" in out

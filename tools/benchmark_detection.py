@@ -130,6 +130,9 @@ def plot(rows: Dict[str, dict], maps: Dict[str, List[float]], path: Path) -> Non
         spread = [statistics.pstdev(maps[label]) for label in labels]
         ax_map.bar(labels, means, yerr=spread, capsize=4, color=["tab:gray", "tab:blue", "tab:orange"])
         ax_map.set_ylabel("VOC mAP@0.5 (digit set)")
+    else:
+        ax_map.text(0.5, 0.5, "no training run (--no-train)", ha="center", va="center")
+        ax_map.set_axis_off()
     ax_map.set_title("Accuracy")
     bottom = [0.0] * len(labels)
     for part in PARTS:
