@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from esbnn_plugins.diffusers import ESBinarySRPipeline, ESBinarySRUNet, sr3_scheduler
 from esbnn_plugins.diffusers.data import build_dataset
 from esbnn_plugins.diffusers.evaluation import evaluate, side_by_side
-from esbnn_plugins.diffusers.pipeline import check_scale, diffusion_target, upsample_condition
+from esbnn_plugins.diffusers.pipeline import SR3_NOISE_SCHEDULE, check_scale, diffusion_target, upsample_condition
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop after this many seconds of training (all processes stop together)")
     parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
     parser.add_argument("--learning_rate", type=float, default=1e-4)
-    parser.add_argument("--prediction_type", choices=["epsilon", "sample", "v_prediction"], default="epsilon",
+    parser.add_argument("--prediction_type", choices=["epsilon", "sample", "v_prediction"],
+                        default=SR3_NOISE_SCHEDULE["prediction_type"],
                         help="what the UNet predicts (L1 loss on it): the noise (BI-DiffSR), the clean sample, or v")
     parser.add_argument("--adam_beta1", type=float, default=0.9)
     parser.add_argument("--adam_beta2", type=float, default=0.99)
