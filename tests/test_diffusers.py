@@ -128,7 +128,7 @@ def test_unet_save_load_round_trip_bit_exact(tmp_path):
                                                         r"expand_ratio\*es_groups=16\*1=16"),
     (dict(block_out_channels=(6, 12), expand_ratio=2, es_groups=2, norm_num_groups=1),
      r"block_out_channels\[0\]=6 is not divisible by expand_ratio\*es_groups=2\*2=4"),
-    (dict(block_out_channels=(8, 64)), r"4\*block_out_channels\[0\]=32 is not divisible by block_out_channels\[1\]=64"),
+    (dict(block_out_channels=(8, 12)), r"block_out_channels\[0\]=8 and block_out_channels\[1\]=12: one must divide"),
     (dict(layers_per_block=[1]), "layers_per_block has 1 entries"),
     (dict(full_precision_levels=[2]), r"full_precision_levels entries must be level indices in \[0, 2\)"),
     (dict(act_binarizer="nope"), "unknown activation binarizer 'nope'"),
