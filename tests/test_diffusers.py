@@ -70,6 +70,17 @@ def test_gradients_reach_every_parameter():
         assert used.tolist() == [True, False, False, False, True]
 
 
+def test_resampling_shortcut_keeps_replicas_apart():
+    from esbnn_plugins.diffusers.blocks import match_channels
+
+    replica = torch.arange(4.0).view(1, 4, 1, 1)
+    x = torch.cat([replica, replica + 10], dim=1)  # 2 replicas of 4 nominal channels
+    assert match_channels(x, 2, replicas=2).flatten().tolist() == [0.5, 2.5, 10.5, 12.5]
+    assert match_channels(x, 8, replicas=2).flatten().tolist() == [0, 0, 1, 1, 2, 2, 3, 3,
+                                                                   10, 10, 11, 11, 12, 12, 13, 13]
+    assert match_channels(x, 4, replicas=2) is x
+
+
 @pytest.mark.parametrize("scheduler_cls", [DDPMScheduler, DDIMScheduler])
 def test_timestep_buckets_from_raw_timesteps(scheduler_cls):
     unet = tiny_unet(num_timestep_buckets=5, num_train_timesteps=1000)
