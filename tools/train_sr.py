@@ -200,7 +200,8 @@ def main(argv=None) -> dict:
     model = ESBinarySRUNet(**cfg["unet"])
     noise_scheduler = sr3_scheduler(model.config.num_train_timesteps, DDPMScheduler,
                                     prediction_type=args.prediction_type)
-    task = make_pipeline(model, cfg, args.prediction_type).config  # upscale_factor, residual, residual_scale as the pipeline reads them
+    # upscale_factor, residual and residual_scale as the pipeline reads them (its defaults included)
+    task = make_pipeline(model, cfg, args.prediction_type).config
     ema = None
     if args.use_ema:
         ema = EMAModel(model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True,
