@@ -96,7 +96,8 @@ def test_errors_name_the_setting(train_sr, tmp_path):
         train(train_sr, tmp_path, "--override", "model.x=1")
     with pytest.raises(ValueError, match="--override expects KEY=VALUE"):
         train(train_sr, tmp_path, "--override", "unet.expand_ratio")
-    with pytest.raises(ValueError, match=r"block_out_channels\[0\]=8 is not divisible by expand_ratio\*es_groups=2\*8=16"):
+    with pytest.raises(ValueError, match=r"block_out_channels\[0\]=8 is not divisible by "
+                                         r"expand_ratio\*es_groups=2\*8=16"):
         train(train_sr, tmp_path, "--override", "unet.es_groups=8", "--max_train_steps", "1")
 
 

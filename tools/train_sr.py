@@ -151,7 +151,8 @@ def validate(accelerator, model, ema, cfg, val_dataset, args, global_step) -> di
         ema.copy_to(unet.parameters())
     unet.eval()
     try:
-        result = evaluate(make_pipeline(unet, cfg, args.prediction_type), val_dataset, args.num_inference_steps, args.seed,
+        pipe = make_pipeline(unet, cfg, args.prediction_type)
+        result = evaluate(pipe, val_dataset, args.num_inference_steps, args.seed,
                           args.max_validation_images)
     finally:
         unet.train()
