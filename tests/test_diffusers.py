@@ -15,6 +15,15 @@ from esbnn_plugins.ops import ESBinaryConv2d
 
 TINY = dict(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=2, num_train_timesteps=100)
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP synchronisation costs on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 def tiny_unet(**kwargs) -> ESBinarySRUNet:
     return ESBinarySRUNet(**{**TINY, **kwargs})
@@ -38,13 +47,13 @@ def run(pipe, image, seed=0, steps=3, output_type="np"):
 
 # ----------------------------------------------------------------------------------------------- UNet
 @pytest.mark.parametrize("tau,g", [(1, 1), (2, 1), (2, 2), (4, 1)])
-@pytest.mark.parametrize("size", [(16, 16), (9, 13), (1, 7)])
-def test_unet_output_shape_any_size(tau, g, size):
+def test_unet_output_shape_any_size(tau, g):
     unet = tiny_unet(expand_ratio=tau, es_groups=g, block_out_channels=(8, 16, 16))
-    out = unet(torch.randn(2, 6, *size), torch.tensor([0, 99]))
-    assert isinstance(out, UNet2DOutput)
-    assert out.sample.shape == (2, 3, *size)
-    assert unet(torch.randn(2, 6, *size), 5, return_dict=False)[0].shape == (2, 3, *size)
+    for size in [(16, 16), (9, 13), (1, 7)]:
+        out = unet(torch.randn(2, 6, *size), torch.tensor([0, 99]))
+        assert isinstance(out, UNet2DOutput)
+        assert out.sample.shape == (2, 3, *size)
+        assert unet(torch.randn(2, 6, *size), 5, return_dict=False)[0].shape == (2, 3, *size)
 
 
 def test_unet_uses_es_layers_binary_except_full_precision_levels():
@@ -68,6 +77,17 @@ def test_gradients_reach_every_parameter():
     for bank in (unet.encoder[1][0].conv1.redistribute.bias, unet.encoder[1][0].conv1.activation.slope):
         used = bank.grad.abs().sum(1) > 0
         assert used.tolist() == [True, False, False, False, True]
+
+
+def test_resampling_shortcut_keeps_replicas_apart():
+    from esbnn_plugins.diffusers.blocks import match_channels
+
+    replica = torch.arange(4.0).view(1, 4, 1, 1)
+    x = torch.cat([replica, replica + 10], dim=1)  # 2 replicas of 4 nominal channels
+    assert match_channels(x, 2, replicas=2).flatten().tolist() == [0.5, 2.5, 10.5, 12.5]
+    assert match_channels(x, 8, replicas=2).flatten().tolist() == [0, 0, 1, 1, 2, 2, 3, 3,
+                                                                   10, 10, 11, 11, 12, 12, 13, 13]
+    assert match_channels(x, 4, replicas=2) is x
 
 
 @pytest.mark.parametrize("scheduler_cls", [DDPMScheduler, DDIMScheduler])
@@ -128,7 +148,7 @@ def test_unet_save_load_round_trip_bit_exact(tmp_path):
                                                         r"expand_ratio\*es_groups=16\*1=16"),
     (dict(block_out_channels=(6, 12), expand_ratio=2, es_groups=2, norm_num_groups=1),
      r"block_out_channels\[0\]=6 is not divisible by expand_ratio\*es_groups=2\*2=4"),
-    (dict(block_out_channels=(8, 64)), r"4\*block_out_channels\[0\]=32 is not divisible by block_out_channels\[1\]=64"),
+    (dict(block_out_channels=(8, 12)), r"block_out_channels\[0\]=8 and block_out_channels\[1\]=12: one must divide"),
     (dict(layers_per_block=[1]), "layers_per_block has 1 entries"),
     (dict(full_precision_levels=[2]), r"full_precision_levels entries must be level indices in \[0, 2\)"),
     (dict(act_binarizer="nope"), "unknown activation binarizer 'nope'"),

@@ -23,6 +23,15 @@ TINY = ["--override", "unet.block_out_channels=[8,16]", "--override", "unet.laye
         "--override", "train_data.patch_size=16", "--override", "val_data.center_crop=24",
         "--override", "val_data.names=[chelsea]", "--train_batch_size", "4", "--num_inference_steps", "2"]
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP synchronisation costs on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 def load_train_module():
     spec = importlib.util.spec_from_file_location("train_sr", TRAIN_PY)
@@ -96,7 +105,8 @@ def test_errors_name_the_setting(train_sr, tmp_path):
         train(train_sr, tmp_path, "--override", "model.x=1")
     with pytest.raises(ValueError, match="--override expects KEY=VALUE"):
         train(train_sr, tmp_path, "--override", "unet.expand_ratio")
-    with pytest.raises(ValueError, match=r"block_out_channels\[0\]=8 is not divisible by expand_ratio\*es_groups=2\*8=16"):
+    with pytest.raises(ValueError, match=r"block_out_channels\[0\]=8 is not divisible by "
+                                         r"expand_ratio\*es_groups=2\*8=16"):
         train(train_sr, tmp_path, "--override", "unet.es_groups=8", "--max_train_steps", "1")
 
 

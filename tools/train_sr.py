@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from esbnn_plugins.diffusers import ESBinarySRPipeline, ESBinarySRUNet, sr3_scheduler
 from esbnn_plugins.diffusers.data import build_dataset
 from esbnn_plugins.diffusers.evaluation import evaluate, side_by_side
-from esbnn_plugins.diffusers.pipeline import check_scale, diffusion_target, upsample_condition
+from esbnn_plugins.diffusers.pipeline import SR3_NOISE_SCHEDULE, check_scale, diffusion_target, upsample_condition
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop after this many seconds of training (all processes stop together)")
     parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
     parser.add_argument("--learning_rate", type=float, default=1e-4)
-    parser.add_argument("--prediction_type", choices=["epsilon", "sample", "v_prediction"], default="epsilon",
+    parser.add_argument("--prediction_type", choices=["epsilon", "sample", "v_prediction"],
+                        default=SR3_NOISE_SCHEDULE["prediction_type"],
                         help="what the UNet predicts (L1 loss on it): the noise (BI-DiffSR), the clean sample, or v")
     parser.add_argument("--adam_beta1", type=float, default=0.9)
     parser.add_argument("--adam_beta2", type=float, default=0.99)
@@ -150,7 +151,8 @@ def validate(accelerator, model, ema, cfg, val_dataset, args, global_step) -> di
         ema.copy_to(unet.parameters())
     unet.eval()
     try:
-        result = evaluate(make_pipeline(unet, cfg, args.prediction_type), val_dataset, args.num_inference_steps, args.seed,
+        pipe = make_pipeline(unet, cfg, args.prediction_type)
+        result = evaluate(pipe, val_dataset, args.num_inference_steps, args.seed,
                           args.max_validation_images)
     finally:
         unet.train()
@@ -199,7 +201,8 @@ def main(argv=None) -> dict:
     model = ESBinarySRUNet(**cfg["unet"])
     noise_scheduler = sr3_scheduler(model.config.num_train_timesteps, DDPMScheduler,
                                     prediction_type=args.prediction_type)
-    task = make_pipeline(model, cfg, args.prediction_type).config  # upscale_factor, residual, residual_scale as the pipeline reads them
+    # upscale_factor, residual and residual_scale as the pipeline reads them (its defaults included)
+    task = make_pipeline(model, cfg, args.prediction_type).config
     ema = None
     if args.use_ema:
         ema = EMAModel(model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True,

@@ -133,32 +133,39 @@ class ResidualBlock(nn.Module):
         return x + h
 
 
+def match_channels(x: Tensor, channels: int, replicas: int) -> Tensor:
+    """Parameter-free channel change inside each replica: average groups of consecutive channels (fewer) or
+    repeat each channel (more); one count must divide the other."""
+    width = x.shape[1] // replicas
+    if channels < width:
+        return x.unflatten(1, (replicas * channels, width // channels)).mean(2)
+    return x.repeat_interleave(channels // width, dim=1) if channels > width else x
+
+
 class Downsample(nn.Module):
     """Pixel-unshuffle (x2) then a conv from ``4 * in_channels`` to ``out_channels``, plus a parameter-free
-    shortcut averaging groups of ``4 * in_channels / out_channels`` unshuffled channels, so full-precision
-    information always passes (in the spirit of BI-DiffSR's CP-Down)."""
+    shortcut (2x2 average pooling and :func:`match_channels`), so full-precision information always passes
+    (in the spirit of BI-DiffSR's CP-Down)."""
 
     def __init__(self, in_channels: int, out_channels: int, stream: Stream, binary: bool) -> None:
         super().__init__()
-        self.factor = 4 * in_channels // out_channels
+        self.out_channels, self.replicas = out_channels, stream.replicas
         self.conv = conv_unit(4 * in_channels, out_channels, 3, stream, binary)
 
     def forward(self, x: Tensor, bucket: Tensor) -> Tensor:
-        x = F.pixel_unshuffle(x, 2)  # replicas stay contiguous blocks of 4*C channels
-        shortcut = x.unflatten(1, (-1, self.factor)).mean(2)
-        return self.conv(x, bucket) + shortcut
+        shortcut = match_channels(F.avg_pool2d(x, 2), self.out_channels, self.replicas)
+        return self.conv(F.pixel_unshuffle(x, 2), bucket) + shortcut  # replicas stay contiguous blocks
 
 
 class Upsample(nn.Module):
-    """A conv from ``in_channels`` to ``4 * out_channels`` then pixel-shuffle (x2), plus a shortcut that
-    repeats each channel ``4 * out_channels / in_channels`` times before the shuffle (BI-DiffSR's CP-Up)."""
+    """A conv from ``in_channels`` to ``4 * out_channels`` then pixel-shuffle (x2), plus a parameter-free shortcut
+    (:func:`match_channels`, then nearest-neighbour x2) (BI-DiffSR's CP-Up)."""
 
     def __init__(self, in_channels: int, out_channels: int, stream: Stream, binary: bool) -> None:
         super().__init__()
-        self.factor = 4 * out_channels // in_channels
+        self.out_channels, self.replicas = out_channels, stream.replicas
         self.conv = conv_unit(in_channels, 4 * out_channels, 3, stream, binary)
 
     def forward(self, x: Tensor, bucket: Tensor) -> Tensor:
-        shortcut = x.repeat_interleave(self.factor, dim=1)  # replicas stay contiguous
-        return F.pixel_shuffle(self.conv(x, bucket) + shortcut, 2)
-
+        shortcut = F.interpolate(match_channels(x, self.out_channels, self.replicas), scale_factor=2, mode="nearest")
+        return F.pixel_shuffle(self.conv(x, bucket), 2) + shortcut

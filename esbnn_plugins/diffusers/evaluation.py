@@ -54,7 +54,8 @@ def evaluate(pipe: ESBinarySRPipeline, dataset: SRPairDataset, num_inference_ste
                          bicubic_psnr=psnr_y(bicubic, hr, scale), bicubic_ssim=ssim_y(bicubic, hr, scale)))
         if first is None:
             first = (lr, bicubic, sr, hr)
-    means = {key: float(np.mean([row[key] for row in rows])) for key in ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")}
+    keys = ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
+    means = {key: float(np.mean([row[key] for row in rows])) for key in keys}
     return dict(means, images=rows, first=first)
 
 

@@ -45,7 +45,7 @@ def sr3_scheduler(num_train_timesteps: int, scheduler_cls=DDIMScheduler, **overr
 
 
 def check_scale(upscale_factor) -> int:
-    if not isinstance(upscale_factor, int) or isinstance(upscale_factor, bool) or upscale_factor not in SUPPORTED_SCALES:
+    if type(upscale_factor) is not int or upscale_factor not in SUPPORTED_SCALES:
         raise ValueError(f"upscale_factor must be one of {SUPPORTED_SCALES}, got {upscale_factor!r}")
     return upscale_factor
 

@@ -46,8 +46,8 @@ class ESBinarySRUNet(ModelMixin, ConfigMixin):
     Args:
         in_channels: channels of ``sample`` (noisy image + bicubic-upsampled LR, 3 + 3).
         out_channels: channels of the predicted noise.
-        block_out_channels: nominal channels per level; ``4 * block_out_channels[i]`` must be divisible
-            by ``block_out_channels[i + 1]`` (pixel-(un)shuffle with a parameter-free shortcut).
+        block_out_channels: nominal channels per level; of two neighbouring levels one count must divide the
+            other (parameter-free shortcut of the pixel-(un)shuffle resampling).
         layers_per_block: residual blocks per level (one int for all levels, or one per level).
         expand_ratio: ES ``tau``; ``es_groups``: ES+G ``g``. Every entry of ``block_out_channels``
             must be divisible by ``tau * g``.
@@ -127,9 +127,9 @@ class ESBinarySRUNet(ModelMixin, ConfigMixin):
             if c % norm_num_groups:
                 raise ValueError(f"ESBinarySRUNet: block_out_channels[{i}]={c} is not divisible by "
                                  f"norm_num_groups={norm_num_groups}")
-            if i and (4 * channels[i - 1]) % c:
-                raise ValueError(f"ESBinarySRUNet: 4*block_out_channels[{i - 1}]={4 * channels[i - 1]} is not "
-                                 f"divisible by block_out_channels[{i}]={c} (pixel-(un)shuffle shortcut)")
+            if i and c % channels[i - 1] and channels[i - 1] % c:
+                raise ValueError(f"ESBinarySRUNet: block_out_channels[{i - 1}]={channels[i - 1]} and "
+                                 f"block_out_channels[{i}]={c}: one must divide the other (resampling shortcut)")
         if isinstance(layers_per_block, int):
             _positive_int("layers_per_block", layers_per_block)
         else:
