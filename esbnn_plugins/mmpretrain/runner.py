@@ -2,6 +2,7 @@
 head against backbone and dataset before training, and says when ``--resume`` finds nothing."""
 from __future__ import annotations
 
+import atexit
 import os.path as osp
 import re
 from typing import Iterator, Optional, Tuple
@@ -54,6 +55,14 @@ def check_data_paths(cfg: Config) -> None:
                     raise FileNotFoundError(f"{where}.{name}={value!r} does not exist under data_root={root!r}")
 
 
+def _close_process_group() -> None:
+    """Wait for every rank, then destroy the gloo group this runner started: a group left to the
+    interpreter's shutdown can abort a rank ("terminate called without an active exception")."""
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 @RUNNERS.register_module()
 class ESRunner(Runner):
     """``mmengine.runner.Runner`` (``runner_type='ESRunner'``) that calls :func:`check_data_paths`
@@ -74,6 +83,7 @@ class ESRunner(Runner):
         ``torch.cuda.set_device`` unconditionally (it is skipped when a group exists)."""
         if self._cpu_distributed() and not torch.distributed.is_initialized():
             torch.distributed.init_process_group(backend="gloo")
+            atexit.register(_close_process_group)
         super().setup_env(env_cfg)
 
     def wrap_model(self, model_wrapper_cfg: Optional[dict], model: torch.nn.Module) -> torch.nn.Module:
