@@ -15,13 +15,7 @@ from esbnn_plugins.ops import ESBinaryConv2d
 
 TINY = dict(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=2, num_train_timesteps=100)
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP synchronisation costs on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

@@ -16,13 +16,7 @@ from esbnn_plugins.diffusers.metrics import psnr_y, rgb_to_y, ssim_y
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "diffusers"
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP synchronisation costs on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

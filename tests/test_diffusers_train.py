@@ -23,13 +23,7 @@ TINY = ["--override", "unet.block_out_channels=[8,16]", "--override", "unet.laye
         "--override", "train_data.patch_size=16", "--override", "val_data.center_crop=24",
         "--override", "val_data.names=[chelsea]", "--train_batch_size", "4", "--num_inference_steps", "2"]
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP synchronisation costs on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

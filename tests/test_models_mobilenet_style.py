@@ -9,13 +9,7 @@ NARROW = tuple(w // 4 for w in MOBILENET_WIDTHS)  # 8 ... 256: divisible by tau*
 NETWORKS = {"reactnet": (ESReActNet, {}), "bnext": (ESBNext, dict(se_ratio=2))}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are small: intra-op threads only add overhead (and stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(net, **kwargs):

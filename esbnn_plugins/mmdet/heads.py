@@ -9,7 +9,7 @@ layer's default.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from mmcv.cnn import build_norm_layer
 from mmdet.models.dense_heads import RetinaHead, RPNHead
@@ -18,6 +18,7 @@ from mmdet.registry import MODELS
 from torch import Tensor, nn
 
 from ..models import ESBinaryUnit, build_block_activation
+from ..models.base import build_in
 from ..ops import ESBinaryLinear, ESExpand, ESReduce, expand, reduce
 from ..ops.binarizers import BinarizerCfg
 from ..openmmlab import norm_layer_from_cfg
@@ -29,14 +30,6 @@ def binarizers(act_binarizer: Optional[BinarizerCfg], weight_binarizer: Optional
     return {key: value for key, value in given.items() if value is not None}
 
 
-def built_in(where: str, build: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
-    """``build(*args, **kwargs)``, prefixing a configuration error with the part being built."""
-    try:
-        return build(*args, **kwargs)
-    except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
-
-
 def es_binary_conv_stack(in_channels: int, out_channels: int, num_units: int, expand_ratio: int = 1,
                          es_groups: int = 1, act_binarizer: Optional[BinarizerCfg] = None,
                          weight_binarizer: Optional[BinarizerCfg] = None, activation: str = "rprelu",
@@ -46,7 +39,7 @@ def es_binary_conv_stack(in_channels: int, out_channels: int, num_units: int, ex
     out, the stream widened in between (each core :class:`~esbnn_plugins.models.ESBinaryUnit` is a binary
     3x3 ES conv, norm, shortcut and activation). ``where`` names the stack in error messages."""
     norm_layer = norm_layer_from_cfg(where, norm_cfg)
-    units = [built_in(f"{where}.{i + 1}", ESBinaryUnit, in_channels if i == 0 else out_channels, out_channels, 1,
+    units = [build_in(f"{where}.{i + 1}", ESBinaryUnit, in_channels if i == 0 else out_channels, out_channels, 1,
                       expand_ratio, es_groups, activation=activation, norm_layer=norm_layer,
                       **binarizers(act_binarizer, weight_binarizer))
              for i in range(num_units)]
@@ -72,20 +65,26 @@ class ESBinaryFCUnit(nn.Module):
         return self.activation(y + x if self.residual else y)
 
 
+class ESBinaryConvHeadMixin:
+    """The ES settings of the conv heads (placed before the MMDetection head class): keyword arguments
+    ``expand_ratio``, ``es_groups``, ``act_binarizer``, ``weight_binarizer``, ``activation``, ``norm_cfg``
+    and ``reduce_mode`` of :func:`es_binary_conv_stack`; the others go to the MMDetection head."""
+
+    def __init__(self, *args, expand_ratio: int = 1, es_groups: int = 1, act_binarizer: Optional[BinarizerCfg] = None,
+                 weight_binarizer: Optional[BinarizerCfg] = None, activation: str = "rprelu",
+                 norm_cfg: Optional[dict] = None, reduce_mode: str = "slice", **kwargs) -> None:
+        self.unit_cfg = dict(expand_ratio=expand_ratio, es_groups=es_groups, activation=activation,
+                             norm_cfg=dict(type="BN") if norm_cfg is None else norm_cfg,
+                             act_binarizer=act_binarizer, weight_binarizer=weight_binarizer, reduce_mode=reduce_mode)
+        super().__init__(*args, **kwargs)
+
+
 @MODELS.register_module()
-class ESBinaryRPNHead(RPNHead):
-    """``RPNHead`` whose ``rpn_conv`` is :func:`es_binary_conv_stack` (``num_convs`` units);
+class ESBinaryRPNHead(ESBinaryConvHeadMixin, RPNHead):
+    """``RPNHead(in_channels, num_classes=1, num_convs=1, ...)`` whose ``rpn_conv`` is
+    :func:`es_binary_conv_stack` (``num_convs`` units; ES settings of :class:`ESBinaryConvHeadMixin`);
     ``rpn_cls``/``rpn_reg`` stay full-precision 1x1 convs. ``expand_ratio=es_groups=1`` is the binary
     RPN head baseline."""
-
-    def __init__(self, in_channels: int, num_classes: int = 1, num_convs: int = 1, expand_ratio: int = 1,
-                 es_groups: int = 1, act_binarizer: Optional[BinarizerCfg] = None,
-                 weight_binarizer: Optional[BinarizerCfg] = None, activation: str = "rprelu",
-                 norm_cfg: dict = dict(type="BN"), reduce_mode: str = "slice", **kwargs) -> None:
-        self.unit_cfg = dict(expand_ratio=expand_ratio, es_groups=es_groups, activation=activation,
-                             norm_cfg=norm_cfg, act_binarizer=act_binarizer, weight_binarizer=weight_binarizer,
-                             reduce_mode=reduce_mode)
-        super().__init__(in_channels, num_classes=num_classes, num_convs=num_convs, **kwargs)
 
     def _init_layers(self) -> None:
         self.rpn_conv = nn.Sequential(*es_binary_conv_stack(self.in_channels, self.feat_channels, self.num_convs,
@@ -126,7 +125,7 @@ class ESBinarySharedFCBBoxHead(ConvFCBBoxHead):
             if not self.with_avg_pool:
                 in_channels *= self.roi_feat_area
             for i in range(num_branch_fcs):
-                fcs.append(built_in(f"ESBinarySharedFCBBoxHead shared_fcs.{i}", ESBinaryFCUnit,
+                fcs.append(build_in(f"ESBinarySharedFCBBoxHead shared_fcs.{i}", ESBinaryFCUnit,
                                     in_channels if i == 0 else self.fc_out_channels, self.fc_out_channels,
                                     **self.unit_cfg))
             in_channels = self.fc_out_channels
@@ -143,19 +142,11 @@ class ESBinarySharedFCBBoxHead(ConvFCBBoxHead):
 
 
 @MODELS.register_module()
-class ESBinaryRetinaHead(RetinaHead):
-    """``RetinaHead`` whose ``stacked_convs`` classification and regression convs are
-    :func:`es_binary_conv_stack` units; ``retina_cls``/``retina_reg`` stay full precision.
+class ESBinaryRetinaHead(ESBinaryConvHeadMixin, RetinaHead):
+    """``RetinaHead(num_classes, in_channels, stacked_convs=4, ...)`` whose ``stacked_convs`` classification
+    and regression convs are :func:`es_binary_conv_stack` units (ES settings of
+    :class:`ESBinaryConvHeadMixin`); ``retina_cls``/``retina_reg`` stay full precision.
     ``expand_ratio=es_groups=1`` is the binary RetinaNet head baseline."""
-
-    def __init__(self, num_classes: int, in_channels: int, stacked_convs: int = 4, expand_ratio: int = 1,
-                 es_groups: int = 1, act_binarizer: Optional[BinarizerCfg] = None,
-                 weight_binarizer: Optional[BinarizerCfg] = None, activation: str = "rprelu",
-                 norm_cfg: dict = dict(type="BN"), reduce_mode: str = "slice", **kwargs) -> None:
-        self.unit_cfg = dict(expand_ratio=expand_ratio, es_groups=es_groups, activation=activation,
-                             norm_cfg=norm_cfg, act_binarizer=act_binarizer, weight_binarizer=weight_binarizer,
-                             reduce_mode=reduce_mode)
-        super().__init__(num_classes, in_channels, stacked_convs=stacked_convs, **kwargs)
 
     def _init_layers(self) -> None:
         self.cls_convs = nn.ModuleList(es_binary_conv_stack(self.in_channels, self.feat_channels, self.stacked_convs,

@@ -24,7 +24,8 @@ from ..models import ESBinaryUnit
 from ..ops import ESConv2d, expand, reduce
 from ..ops.binarizers import BinarizerCfg
 from ..openmmlab import norm_layer_from_cfg
-from .heads import binarizers, built_in
+from ..models.base import build_in
+from .heads import binarizers
 
 EXTRA_CONVS = (False, "on_output")
 
@@ -62,13 +63,13 @@ class ESBinaryFPN(BaseModule):
                         norm_layer=norm_layer_from_cfg("ESBinaryFPN", norm_cfg),
                         **binarizers(act_binarizer, weight_binarizer))
         self.lateral_convs = nn.ModuleList(
-            built_in(f"ESBinaryFPN lateral_convs.{i}", ESConv2d, c, out_channels, 1, expand_ratio=expand_ratio,
+            build_in(f"ESBinaryFPN lateral_convs.{i}", ESConv2d, c, out_channels, 1, expand_ratio=expand_ratio,
                      es_groups=es_groups) if self.widened_inputs else nn.Conv2d(c, out_channels, 1)
             for i, c in enumerate(self.in_channels[start_level:end]))
-        self.fpn_convs = nn.ModuleList(built_in(f"ESBinaryFPN fpn_convs.{i}", ESBinaryUnit, out_channels, out_channels,
+        self.fpn_convs = nn.ModuleList(build_in(f"ESBinaryFPN fpn_convs.{i}", ESBinaryUnit, out_channels, out_channels,
                                                 1, **unit_cfg) for i in range(end - start_level))
         num_extra = num_outs - (end - start_level)
-        self.extra_convs = nn.ModuleList(built_in(f"ESBinaryFPN extra_convs.{i}", ESBinaryUnit, out_channels,
+        self.extra_convs = nn.ModuleList(build_in(f"ESBinaryFPN extra_convs.{i}", ESBinaryUnit, out_channels,
                                                   out_channels, 2, **unit_cfg)
                                          for i in range(num_extra if add_extra_convs else 0))
 

@@ -14,6 +14,14 @@ NormLayer = Callable[[int], nn.Module]
 OpenMMLab adapters pass one built from ``norm_cfg``, e.g. ``SyncBN``)."""
 
 
+def build_in(where: str, build: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
+    """``build(*args, **kwargs)``, prefixing a configuration error (``ValueError``) with the part being built."""
+    try:
+        return build(*args, **kwargs)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
 def shortcut_pool(stride: int) -> nn.Module:
     """ReActNet's ``AvgPool2d(2, 2)`` on strided shortcuts; ``ceil_mode`` keeps odd sizes aligned with the conv."""
     if stride == 1:
@@ -53,10 +61,7 @@ class ESNetwork(nn.Module):
 
     def _build_stage(self, where: str, build: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
         """``build(*args, **kwargs)``, prefixing configuration errors with the block's place in the network."""
-        try:
-            return build(*args, **kwargs)
-        except ValueError as err:
-            raise ValueError(f"{self.name} {where}: {err}") from None
+        return build_in(f"{self.name} {where}", build, *args, **kwargs)
 
     def _finish(self, out_channels: int, num_classes: Optional[int], out_indices: Optional[Sequence[int]]) -> None:
         num_stages = len(self.stages)
