@@ -3,8 +3,8 @@
 :func:`register_backbone` subclasses a framework-free network of :mod:`esbnn_plugins.models` as an
 mmengine ``BaseModule`` with the options stock OpenMMLab backbones have (template: MMDetection's
 ``ResNet``): ``init_cfg`` (including ``Pretrained`` with a checked key match), ``norm_cfg`` (e.g.
-``SyncBN``), ``frozen_stages``, ``norm_eval`` and ``widened_outputs`` (hand the neck the ES stream
-``tau * g`` times wider instead of reducing it to nominal width, METHOD.md section 2).
+``SyncBN``), ``frozen_stages`` and ``norm_eval``. The core network's ``reduce_mode='none'`` hands the
+neck the ES stream ``tau * g`` times wider instead of reducing it to nominal width (METHOD.md section 2).
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ class ESBackbone:
     """Mixin of the registered ES backbones (see the module docstring); placed before the core class."""
 
     def __init__(self, *args, init_cfg: Optional[dict] = None, norm_cfg: Optional[dict] = None,
-                 frozen_stages: int = -1, norm_eval: bool = False, widened_outputs: bool = False, **kwargs) -> None:
+                 frozen_stages: int = -1, norm_eval: bool = False, **kwargs) -> None:
         name = type(self).__name__
         if kwargs.get("num_classes") is not None:
             raise ValueError(f"{name} backbone: num_classes belongs to the head, got num_classes={kwargs['num_classes']}")
@@ -83,14 +83,8 @@ class ESBackbone:
         if isinstance(frozen_stages, bool) or not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= num_stages:
             raise ValueError(f"{self.name}: frozen_stages must be an integer in [-1, {num_stages}] (-1: nothing "
                              f"frozen, 0: the stem, k: the stem and stages 0..k-1), got {frozen_stages!r}")
-        if widened_outputs and self.final_act is not None:
-            raise ValueError(f"{self.name}: widened_outputs=True would skip the last stage's final activation, "
-                             f"which acts on nominal width; use widened_outputs=False")
-        self.frozen_stages, self.norm_eval, self.widened_outputs = frozen_stages, bool(norm_eval), bool(widened_outputs)
+        self.frozen_stages, self.norm_eval = frozen_stages, bool(norm_eval)
         self._freeze_stages()
-
-    def _output(self, x: Tensor, index: int) -> Tensor:
-        return x if self.widened_outputs else super()._output(x, index)
 
     def _freeze_stages(self) -> None:
         """``frozen_stages=k``: the stem and stages ``0..k-1`` in eval mode without gradients (mmdet ``ResNet``)."""

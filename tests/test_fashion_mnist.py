@@ -10,7 +10,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import esbnn_plugins.mmpretrain  # noqa: F401
-from esbnn_plugins.mmpretrain.fashion_mnist import IDX_FILES
+from esbnn_plugins.datasets.fashion_mnist import IDX_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "mmpretrain"

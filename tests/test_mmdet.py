@@ -76,7 +76,7 @@ def test_fpn_channel_mismatch_names_level_and_numbers():
 
 def test_backbone_into_neck_widened_matches_config_widths():
     backbone = MODELS.build(dict(type="ESBinaryResNet", depth=18, expand_ratio=2, es_groups=2, out_indices=(0, 1, 2, 3),
-                                 widened_outputs=True))
+                                 reduce_mode="none"))
     neck = MODELS.build(dict(type="ESBinaryFPN", in_channels=[64, 128, 256, 512], out_channels=64, num_outs=5,
                              widened_inputs=True, expand_ratio=2, es_groups=2))
     outs = neck(backbone(torch.randn(2, 3, 90, 70)))
@@ -152,7 +152,7 @@ def test_config_builds_with_es_settings(name):
     cfg = Config.fromfile(ROOT / "configs" / "mmdet" / name)
     model = MODELS.build(cfg.model)
     backbone, neck = cfg.model.backbone, cfg.model.neck
-    assert backbone.get("expand_ratio", 1) == neck.get("expand_ratio", 1) and backbone.widened_outputs
+    assert backbone.get("expand_ratio", 1) == neck.get("expand_ratio", 1) and backbone.reduce_mode == "none"
     assert model.backbone.expand_ratio == neck.get("expand_ratio", 1)
     if "voc0712" in name:
         assert backbone.init_cfg.type == "Pretrained" and backbone.init_cfg.prefix == "backbone."

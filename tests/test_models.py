@@ -59,3 +59,30 @@ def test_stem_norm_after_expand():
     es(x)
     replicas = first_block_input["x"].unflatten(1, (4, 16))
     assert not torch.equal(replicas[:, 0], replicas[:, 1])  # each replica has its own affine from the start
+
+
+@pytest.mark.parametrize("tau,g", [(2, 1), (2, 2)])
+def test_widened_classifier_reads_every_replica(tau, g):
+    """reduce_mode='none': the FC spans all C*tau*g channels (ES-ReActNet-A); its extra weights are counted."""
+    torch.manual_seed(0)
+    model = resnet20(num_classes=10, expand_ratio=tau, es_groups=g, reduce_mode="none").eval()
+    fc = model.head[-1]
+    assert fc.in_features == 64 * tau * g
+    x = torch.randn(3, 3, 32, 32)
+    pooled = {}
+    model.head[1].register_forward_hook(lambda m, i, o: pooled.setdefault("x", o))
+    assert model(x).shape == (3, 10)
+    widened = model.stages[-1](model.stages[-2](model.stages[-3](model.stem(x).repeat(1, tau * g, 1, 1))))
+    torch.testing.assert_close(pooled["x"], widened.mean((2, 3)), rtol=0, atol=0)
+    sliced = resnet20(num_classes=10, expand_ratio=tau, es_groups=g)
+    extra = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in sliced.parameters())
+    assert extra == 10 * 64 * (tau * g - 1)
+
+
+def test_widened_bnext_final_activation_has_one_slope_per_widened_channel():
+    from esbnn_plugins.models import ESBNext
+
+    model = ESBNext(widths=(8, 16, 32, 32, 64, 64, 128, 128, 128, 128, 128, 128, 256, 256), expand_ratio=2,
+                    reduce_mode="none", num_classes=5, se_ratio=2)
+    assert model.final_act.num_parameters == 512 and model.head[-1].in_features == 512
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)

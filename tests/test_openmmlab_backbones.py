@@ -27,7 +27,7 @@ def det_resnet(**kwargs):
 def test_detection_backbone_shapes_nominal_and_widened(tau, g, size):
     x = torch.randn(2, 3, *size)
     nominal = det_resnet(expand_ratio=tau, es_groups=g)
-    widened = det_resnet(expand_ratio=tau, es_groups=g, widened_outputs=True)
+    widened = det_resnet(expand_ratio=tau, es_groups=g, reduce_mode="none")
     widened.load_state_dict(nominal.state_dict())
     nominal.eval(), widened.eval()
     h, w = size
@@ -144,7 +144,7 @@ def test_bad_backbone_options_name_the_setting():
         det_resnet(norm_cfg=dict(type="Nope"))
     with pytest.raises(ValueError, match="num_classes belongs to the head"):
         det_resnet(num_classes=10)
-    with pytest.raises(ValueError, match="widened_outputs=True would skip"):
-        build(CLS_MODELS, type="ESBNext", widths=SMALL_REACTNET, widened_outputs=True)
+    with pytest.raises(ValueError, match=r"reduce_mode must be one of \('slice', 'mean', 'none'\), got 'concat'"):
+        det_resnet(reduce_mode="concat")
     with pytest.raises(ValueError, match="unknown activation binarizer 'sgn'"):
         det_resnet(act_binarizer="sgn")

@@ -30,7 +30,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import RUNNERS, init_default_scope
 
 import esbnn_plugins.mmpretrain  # noqa: F401
-from esbnn_plugins.analysis import complexity, format_table
+from esbnn_plugins.analysis import complexity, format_table, write_section
 from esbnn_plugins.analysis.variants import parse_variant, positive_int, variant_label
 from esbnn_plugins.models import ESBinaryResNet
 
@@ -163,19 +163,6 @@ def training_memory(model: torch.nn.Module, x: torch.Tensor) -> int:
     return sum(saved.values()) + 4 * sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def write_section(path: Path, key: str, body: str) -> None:
-    """Replace (or append) the section ``key`` of a report made of ``<!-- benchmark:KEY -->`` blocks."""
-    begin, end = f"<!-- benchmark:{key} -->", f"<!-- /benchmark:{key} -->"
-    text = path.read_text() if path.is_file() else "# Classification results\n"
-    block = f"{begin}\n{body.strip()}\n{end}"
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def plot_accuracy_vs_ops(points: List[Tuple[str, float, float, float]], path: Path) -> None:
     """Test top-1 (mean, std over seeds) against OPs, one point per network and recipe."""
     import matplotlib
@@ -199,7 +186,7 @@ def plot_accuracy_vs_ops(points: List[Tuple[str, float, float, float]], path: Pa
 
 def fashion_report(args: argparse.Namespace, parser: argparse.ArgumentParser, out: Path) -> str:
     """Full precision, baseline, ES and ES+G on Fashion-MNIST, one-step and (``--two-step``) two-step + KD."""
-    from esbnn_plugins.mmpretrain.fashion_mnist import read_split
+    from esbnn_plugins.datasets.fashion_mnist import read_split
 
     try:
         train_size = len(read_split(args.data_root, "train")[1]) - 10 * args.val_per_class

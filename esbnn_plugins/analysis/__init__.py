@@ -3,8 +3,8 @@ from .capacity import LayerCapacity, binary_sums, capacity_table, plot_capacity,
 from .complexity import ComplexityReport, LayerComplexity, complexity
 from .diversification import ReplicaPoint, plot_replicas, replica_points, supported_layers
 from .samples import photo_batch
-from .table import format_table
+from .table import format_table, write_section
 
 __all__ = ["LayerCapacity", "binary_sums", "capacity_table", "plot_capacity", "representation_capacity",
            "ComplexityReport", "LayerComplexity", "complexity", "ReplicaPoint", "plot_replicas", "replica_points",
-           "supported_layers", "photo_batch", "format_table"]
+           "supported_layers", "photo_batch", "format_table", "write_section"]

@@ -1,6 +1,7 @@
-"""Plain-text and Markdown tables for the analysis reports."""
+"""Plain-text and Markdown tables for the analysis reports, and the report files the benchmarks write."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Sequence
 
 
@@ -31,3 +32,17 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], markd
 
     rule = "-" * len(line(["-" * w for w in widths]))
     return "\n".join([rule, line(headers), rule, *[line(row) for row in cells], rule])
+
+
+def write_section(path: Path, key: str, body: str, title: str = "Classification results") -> None:
+    """Replace (or append) the section ``key`` of a report made of ``<!-- benchmark:KEY -->`` blocks, so each
+    benchmark rewrites its own results and keeps the others' (a new report starts with ``# title``)."""
+    begin, end = f"<!-- benchmark:{key} -->", f"<!-- /benchmark:{key} -->"
+    text = path.read_text() if path.is_file() else f"# {title}\n"
+    block = f"{begin}\n{body.strip()}\n{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

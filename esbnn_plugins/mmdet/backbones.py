@@ -1,7 +1,7 @@
 """ES binary backbones registered in MMDetection's ``MODELS``: the core networks of
 :mod:`esbnn_plugins.models` with MMDetection's backbone options (``out_indices``, ``frozen_stages``,
 ``norm_eval``, ``norm_cfg``, ``init_cfg`` incl. ``Pretrained`` from an MMPretrain checkpoint with
-``prefix='backbone.'``, ``widened_outputs``; see :mod:`esbnn_plugins.openmmlab`)."""
+``prefix='backbone.'``, and the core networks' ``reduce_mode='none'`` for a widened hand-over; see :mod:`esbnn_plugins.openmmlab`)."""
 from mmdet.registry import MODELS
 
 from .. import models

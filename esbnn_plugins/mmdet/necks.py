@@ -1,7 +1,7 @@
 """``ESBinaryFPN``: MMDetection's FPN with ES binary 3x3 convs (METHOD.md section 2).
 
 * Lateral 1x1 convs stay full precision, as BiDet and ReActNet keep 1x1 (and downsampling) convs real.
-  With ``widened_inputs=True`` (backbone ``widened_outputs=True``) they are ``ESConv2d`` reading the
+  With ``widened_inputs=True`` (backbone ``reduce_mode='none'``) they are ``ESConv2d`` reading the
   backbone's ES stream (``in_channels[i] * tau * g`` channels); otherwise ``nn.Conv2d`` on the nominal
   ``in_channels[i]``, then the result is widened by replication.
 * Top-down nearest upsampling and addition run on the widened stream.

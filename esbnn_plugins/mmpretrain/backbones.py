@@ -1,6 +1,6 @@
 """ES-BNN backbones registered for MMPretrain: the core networks of :mod:`esbnn_plugins.models` with the
-options of stock backbones (``init_cfg``, ``norm_cfg``, ``frozen_stages``, ``norm_eval``,
-``widened_outputs``; see :mod:`esbnn_plugins.openmmlab`)."""
+options of stock backbones (``init_cfg``, ``norm_cfg``, ``frozen_stages``, ``norm_eval``; see
+:mod:`esbnn_plugins.openmmlab`)."""
 from mmpretrain.registry import MODELS
 
 from .. import models

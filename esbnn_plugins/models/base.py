@@ -8,6 +8,11 @@ from torch import Tensor, nn
 from ..ops import expand, reduce
 from ..ops.stream import REDUCE_MODES
 
+NETWORK_REDUCE_MODES = (*REDUCE_MODES, "none")
+"""How a network hands its widened stream on: a :func:`~esbnn_plugins.ops.reduce` mode, or ``"none"``: the
+whole ``C*tau*g``-wide stream goes to the classifier (an FC over all replicas, as the official
+ES-ReActNet-A code does) or to a framework's neck."""
+
 
 NormLayer = Callable[[int], nn.Module]
 """Builds a normalisation layer for a number of channels (``nn.BatchNorm2d`` by default; the
@@ -33,17 +38,17 @@ class ESNetwork(nn.Module):
     """Base of the ES networks (METHOD.md section 2, network-level rules).
 
     Subclasses build ``self.stem`` (full precision, nominal width; its norm from :meth:`_stem_norm`) and
-    ``self.stages`` (an
-    ``nn.ModuleList`` working on the widened stream) and call :meth:`_finish`. ``forward``
-    returns logits when ``num_classes`` is set, else the tuple of ``out_indices`` stage outputs,
-    each reduced to nominal width. A subclass may set ``self.final_act`` (applied to the last
-    stage's reduced output, before the classifier or a framework's neck) before :meth:`_finish`.
+    ``self.stages`` (an ``nn.ModuleList`` working on the widened stream) and call :meth:`_finish`.
+    ``forward`` returns logits when ``num_classes`` is set, else the tuple of ``out_indices`` stage
+    outputs, each reduced by ``reduce_mode`` (:data:`NETWORK_REDUCE_MODES`). A subclass may set
+    ``self.final_act`` (applied to the last stage's handed-on output, width :meth:`_output_width`,
+    before the classifier or a framework's neck) before :meth:`_finish`.
     """
 
     def _init_stream(self, name: str, expand_ratio: int, es_groups: int, reduce_mode: str,
                      stem_norm_after_expand: bool = False) -> None:
-        if reduce_mode not in REDUCE_MODES:
-            raise ValueError(f"{name}: reduce_mode must be one of {REDUCE_MODES}, got {reduce_mode!r}")
+        if reduce_mode not in NETWORK_REDUCE_MODES:
+            raise ValueError(f"{name}: reduce_mode must be one of {NETWORK_REDUCE_MODES}, got {reduce_mode!r}")
         self.name = name
         self.expand_ratio, self.es_groups, self.reduce_mode = expand_ratio, es_groups, reduce_mode
         self.stem_norm_after_expand = bool(stem_norm_after_expand)
@@ -59,6 +64,10 @@ class ESNetwork(nn.Module):
         self.expand_norm = norm_layer(channels * self.expand_ratio * self.es_groups)
         return nn.Identity()
 
+    def _output_width(self, channels: int) -> int:
+        """Width of a stage output of nominal width ``channels`` once handed on (widened with ``reduce_mode='none'``)."""
+        return channels * self.expand_ratio * self.es_groups if self.reduce_mode == "none" else channels
+
     def _build_stage(self, where: str, build: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
         """``build(*args, **kwargs)``, prefixing configuration errors with the block's place in the network."""
         return build_in(f"{self.name} {where}", build, *args, **kwargs)
@@ -71,11 +80,14 @@ class ESNetwork(nn.Module):
                 raise ValueError(f"{self.name}: out_indices entries must be in [0, {num_stages}), got {index}")
         self.head = None
         if num_classes is not None:
-            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(out_channels, num_classes))
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                      nn.Linear(self._output_width(out_channels), num_classes))
 
     def _output(self, x: Tensor, index: int) -> Tensor:
-        """Stage ``index``'s output reduced to nominal width; the last stage's goes through ``final_act``."""
-        x = reduce(x, self.expand_ratio, self.es_groups, self.reduce_mode)
+        """Stage ``index``'s output reduced to nominal width (kept widened with ``reduce_mode='none'``); the last
+        stage's goes through ``final_act``."""
+        if self.reduce_mode != "none":
+            x = reduce(x, self.expand_ratio, self.es_groups, self.reduce_mode)
         if index == len(self.stages) - 1 and self.final_act is not None:
             x = self.final_act(x)
         return x

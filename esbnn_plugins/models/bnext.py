@@ -118,7 +118,7 @@ class ESBNext(ESNetwork):
         self.stages = nn.ModuleList(
             self._build_stage(f"stages.{i}", BNextBlock, c_in, c_out, stride, i % 2 == 1, **block_cfg)
             for i, (c_in, c_out, stride) in enumerate(layout))
-        self.final_act = nn.PReLU(widths[-1])
+        self.final_act = nn.PReLU(self._output_width(widths[-1]))
         self._finish(widths[-1], num_classes, out_indices)
 
 

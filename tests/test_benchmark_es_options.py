@@ -1,0 +1,42 @@
+"""tools/benchmark_es_options.py: the augmentation and one tiny end-to-end run on idx files the test writes."""
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+from test_fashion_mnist import make_fashion
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("benchmark_es_options", ROOT / "tools" / "benchmark_es_options.py")
+tool = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tool)
+
+
+def test_augment_is_a_padded_shifted_window_maybe_flipped():
+    x = torch.randint(0, 256, (16, 1, 28, 28)).float()
+    crops = tool.augment(x, torch.Generator().manual_seed(0)) * tool.STD + tool.MEAN
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    flipped = 0
+    for crop, image in zip(crops, padded):
+        windows = [(image[:, dy:dy + 28, dx:dx + 28], flip) for dy in range(5) for dx in range(5) for flip in (0, 1)]
+        matches = [flip for window, flip in windows if torch.allclose(crop, window.flip(-1) if flip else window)]
+        assert matches, "a crop is not a window of the padded image"
+        flipped += matches[0]
+    assert 0 < flipped < 16
+
+
+def test_tiny_run_writes_runs_and_report(tmp_path):
+    make_fashion(tmp_path / "fashion", per_class=(4, 2))
+    out = tmp_path / "report.md"
+    out.write_text("# Classification results\n\nkept\n")
+    tool.main(["--data-root", str(tmp_path / "fashion"), "--val-per-class", "1", "--epochs", "1", "--seeds", "0",
+               "--options", "baseline", "ES + widened classifier", "--device", "cpu", "--batch-size", "10",
+               "--work-dir", str(tmp_path / "work"), "--out", str(out)])
+    runs = [json.loads(line) for line in (tmp_path / "work" / "runs.jsonl").read_text().splitlines()]
+    assert [r["options"] for r in runs] == ["baseline", "ES + widened classifier"]
+    assert all(len(r["val"]) == 1 and 0 <= r["test"] <= 100 for r in runs)
+    text = out.read_text()
+    assert "kept" in text and "<!-- benchmark:fashion-options -->" in text
+    row = next(line for line in text.splitlines() if line.startswith("| ES + widened classifier"))
+    assert row.split("|")[2].strip() == "2" and float(row.split("|")[10]) <= 1.02

@@ -1,0 +1,197 @@
+"""Which ES design options raise a binary ResNet-20's accuracy on Fashion-MNIST at equal BOPs?
+
+Trains the core ``ESBinaryResNet`` (depth 20, Bi-Real units) in a plain PyTorch loop with the recipe of
+``configs/mmpretrain/es-resnet20-tau1_1xb128_fashion-mnist.py`` (Adam 1e-3, cosine to 0, weight decay
+5e-6 except on latent binary weights, batch 128, random crop with 2-pixel padding and horizontal flip)
+for each option set and seed; every choice is read on the validation split (last 500 train images per
+class), the test split only reports. The options (METHOD.md section 2; official code leads):
+
+* ``stem_norm_after_expand``: the stem's BN over the ``C*tau*g`` replicated channels (ES-BNext);
+* ``reduce_mode``: ``slice`` (first replica), ``mean`` (average of replicas) or ``none`` (the classifier
+  reads the whole widened stream, ES-ReActNet-A).
+
+Runs on CPU or CUDA (``--device``); ``--jobs N`` trains N runs at once in separate processes.
+
+    python tools/benchmark_es_options.py --epochs 10 --seeds 0 1 2 --out docs/results/classification.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from esbnn_plugins.analysis import complexity, format_table, write_section  # noqa: E402
+from esbnn_plugins.analysis.variants import positive_int  # noqa: E402
+from esbnn_plugins.datasets.fashion_mnist import split_indices  # noqa: E402
+from esbnn_plugins.models import ESBinaryResNet  # noqa: E402
+
+OPTION_SETS: Dict[str, dict] = {
+    "baseline": dict(expand_ratio=1, es_groups=1),
+    "ES": dict(expand_ratio=2),
+    "ES + stem norm after expand": dict(expand_ratio=2, stem_norm_after_expand=True),
+    "ES + mean reduce": dict(expand_ratio=2, reduce_mode="mean"),
+    "ES + widened classifier": dict(expand_ratio=2, reduce_mode="none"),
+    "ES + stem norm + widened classifier": dict(expand_ratio=2, stem_norm_after_expand=True, reduce_mode="none"),
+    "ES+G": dict(expand_ratio=2, es_groups=2),
+    "ES+G + stem norm + widened classifier": dict(expand_ratio=2, es_groups=2, stem_norm_after_expand=True,
+                                                 reduce_mode="none"),
+}
+MEAN, STD = 72.94, 90.02  # pixel statistics of configs/mmpretrain/_base_/fashion_mnist.py
+HEADERS = ["Options", "tau", "g", "Val top-1 (%)", "Val std", "Test top-1 (%)", "Test std", "BOPs", "FLOPs",
+           "OPs ratio", "Binary params", "FP params", "Seeds"]
+
+
+def build(options: dict) -> ESBinaryResNet:
+    return ESBinaryResNet(depth=20, in_channels=1, num_classes=10, **options)
+
+
+def tensors(args: argparse.Namespace, split: str, subset: Optional[int] = None):
+    images, labels, index = split_indices(args.data_root, split, args.val_per_class, subset)
+    device = args.device
+    x = torch.from_numpy(images[index]).to(device=device, dtype=torch.float32).unsqueeze(1)
+    return x, torch.from_numpy(labels[index]).to(device=device, dtype=torch.long)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random 28x28 crop of the zero-padded (raw pixel 0) image and horizontal flip, per image, then normalise."""
+    n, size = x.shape[0], x.shape[-1]
+    padded = F.pad(x, (2, 2, 2, 2))
+    dy, dx = (torch.randint(0, 5, (n,), generator=generator).to(x.device) for _ in range(2))
+    rows = (dy[:, None] + torch.arange(size, device=x.device))[:, :, None]
+    cols = (dx[:, None] + torch.arange(size, device=x.device))[:, None, :]
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)[:, None, None]
+    cols = torch.where(flip, cols.flip(-1), cols)
+    crops = padded[:, 0][torch.arange(n, device=x.device)[:, None, None], rows, cols]
+    return (crops.unsqueeze(1) - MEAN) / STD
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+    model.eval()
+    correct = sum((model((x[i:i + batch] - MEAN) / STD).argmax(1) == y[i:i + batch]).sum().item()
+                  for i in range(0, len(y), batch))
+    model.train()
+    return 100.0 * correct / len(y)
+
+
+def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> dict:
+    """One training of option set ``name``; returns its per-epoch validation and final test top-1."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    device = args.device
+    train_x, train_y = tensors(args, "train", args.train_subset)
+    val_x, val_y = tensors(args, "val")
+    test_x, test_y = tensors(args, "test")
+    model = build(OPTION_SETS[name]).to(device)
+    latent = [m.weight for m in model.modules() if getattr(m, "is_binary", False)]
+    others = [p for p in model.parameters() if all(p is not w for w in latent)]
+    optimizer = torch.optim.Adam([dict(params=others, weight_decay=5e-6), dict(params=latent, weight_decay=0.0)],
+                                 lr=args.lr)
+    steps_per_epoch = math.ceil(len(train_y) / args.batch_size)
+    total = steps_per_epoch * args.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+    val_curve, start = [], time.perf_counter()
+    for _ in range(args.epochs):
+        order = torch.randperm(len(train_y), generator=generator).to(device)
+        for i in range(0, len(order), args.batch_size):
+            batch = order[i:i + args.batch_size]
+            loss = F.cross_entropy(model(augment(train_x[batch], generator)), train_y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        val_curve.append(accuracy(model, val_x, val_y))
+    return dict(options=name, seed=seed, val=val_curve, test=accuracy(model, test_x, test_y),
+                seconds=time.perf_counter() - start)
+
+
+def report(runs: List[dict], args: argparse.Namespace) -> str:
+    x = torch.zeros(1, 1, 28, 28)
+    stats = {name: complexity(build(options), x) for name, options in OPTION_SETS.items() if name in args.options}
+    base_ops = stats[args.options[0]].ops
+    rows = []
+    for name in args.options:
+        mine = [r for r in runs if r["options"] == name]
+        if not mine:
+            continue
+        vals, tests = [r["val"][-1] for r in mine], [r["test"] for r in mine]
+        spread = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
+        cfg, rep = OPTION_SETS[name], stats[name]
+        rows.append([name, cfg.get("expand_ratio", 1), cfg.get("es_groups", 1), statistics.mean(vals), spread(vals),
+                     statistics.mean(tests), spread(tests), rep.bops, rep.flops, rep.ops / base_ops, rep.binary_params,
+                     rep.fp_params, " ".join(str(r["seed"]) for r in mine)])
+    print("\n" + format_table(HEADERS, rows))
+    train = args.train_subset or "all"
+    return ("## ES design options on Fashion-MNIST\n\n"
+            f"Written by `tools/benchmark_es_options.py` on {time.strftime('%Y-%m-%d')} ({args.device}). Binary "
+            f"ResNet-20 (core `ESBinaryResNet`, Bi-Real units) in a plain PyTorch loop with the recipe of the "
+            f"Fashion-MNIST configs: {args.epochs} epochs, batch {args.batch_size}, Adam {args.lr:g} with cosine "
+            f"decay, training images: {train}; validation: {10 * args.val_per_class} held out from train (the choice is made on it); "
+            "test: the 10,000 official test images. Mean and standard deviation over seeds of the final epoch. "
+            f"OPs = BOPs/64 + FLOPs, ratio to {args.options[0]!r}.\n\n"
+            f"{format_table(HEADERS, rows, markdown=True)}\n")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-root", type=Path, default=ROOT / "data" / "fashion-mnist",
+                        help="folder with the four Fashion-MNIST idx files (`make data`)")
+    parser.add_argument("--options", nargs="+", default=list(OPTION_SETS), choices=list(OPTION_SETS),
+                        metavar="NAME", help=f"option sets, the first is the reference (default: all: {list(OPTION_SETS)})")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=positive_int, default=10)
+    parser.add_argument("--train-subset", type=positive_int, default=None, help="first N training images (default: all)")
+    parser.add_argument("--val-per-class", type=int, default=500, help="validation images held out per class")
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="trainings run at once (processes)")
+    parser.add_argument("--work-dir", type=Path, default=ROOT / "work_dirs" / "benchmark_es_options",
+                        help="where each finished run is appended to runs.jsonl")
+    parser.add_argument("--out", type=Path, default=None, help="report file to write the section into")
+    args = parser.parse_args(argv)
+    try:
+        split_indices(args.data_root, "train", args.val_per_class, args.train_subset)
+        split_indices(args.data_root, "test")
+    except (OSError, ValueError) as err:
+        parser.error(str(err))
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    log = args.work_dir / "runs.jsonl"
+    jobs = [(name, seed) for seed in args.seeds for name in args.options]
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)  # per process with --jobs > 1
+    runs = []
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) if args.jobs > 1 else nullcontext() as pool:
+        if pool is None:
+            finished = (train_run(name, seed, args, torch.get_num_threads()) for name, seed in jobs)
+        else:
+            finished = (f.result() for f in [pool.submit(train_run, name, seed, args, threads) for name, seed in jobs])
+        for run in finished:
+            runs.append(run)
+            with log.open("a") as f:
+                f.write(json.dumps(run) + "\n")
+            print(f"{run['options']} seed {run['seed']}: val {run['val'][-1]:.2f} test {run['test']:.2f} "
+                  f"({run['seconds']:.0f} s)", flush=True)
+    body = report(runs, args)
+    if args.out is not None:
+        write_section(args.out, "fashion-options", body)
+        print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
