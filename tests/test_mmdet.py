@@ -157,6 +157,12 @@ def test_config_builds_with_es_settings(name):
     if "voc0712" in name:
         assert backbone.init_cfg.type == "Pretrained" and backbone.init_cfg.prefix == "backbone."
         assert backbone.frozen_stages == 1 and backbone.norm_eval
+        # the checkpoint is the last epoch of an MMPretrain config of this project with the same network
+        work_dir, epoch = Path(backbone.init_cfg.checkpoint).parts[-2:]
+        producer = Config.fromfile(ROOT / "configs" / "mmpretrain" / f"{work_dir}.py")
+        assert epoch == f"epoch_{producer.train_cfg.max_epochs}.pth"
+        for key in ("depth", "expand_ratio", "es_groups", "act_binarizer", "weight_binarizer"):
+            assert producer.model.backbone.get(key, 1) == backbone.get(key, 1), key
 
 
 @pytest.mark.parametrize("name", TRAIN_STEP)

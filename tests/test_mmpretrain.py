@@ -57,7 +57,8 @@ def test_every_config_is_tested():
             "reactnet-resnet18_step2_8xb32_in1k.py", "es-reactnet-resnet18-tau2_step1_8xb32_in1k.py",
             "es-reactnet-resnet18-tau2_step2_8xb32_in1k.py", "reactnet-a_8xb32_in1k.py",
             "es-reactnet-a-tau2_8xb32_in1k.py", "bnext-t_8xb64_in1k.py", "es-bnext-t-tau2_8xb64_in1k.py",
-            "es-resnet20-tau2_1xb64_mnist.py"} <= names
+            "es-resnet20-tau2_1xb64_mnist.py", "es-reactnet-resnet18-tau2-g2_step1_8xb32_in1k.py",
+            "es-reactnet-resnet18-tau2-g2_step2_8xb32_in1k.py"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -84,6 +85,7 @@ def test_es_configs_keep_baseline_bops():
 
     pairs = [("es-resnet20-tau1_1xb128_cifar10.py", "es-resnet20-tau2-g2_1xb128_cifar10.py", 32),
              ("reactnet-resnet18_step2_8xb32_in1k.py", "es-reactnet-resnet18-tau2_step2_8xb32_in1k.py", 64),
+             ("reactnet-resnet18_step2_8xb32_in1k.py", "es-reactnet-resnet18-tau2-g2_step2_8xb32_in1k.py", 64),
              ("reactnet-a_8xb32_in1k.py", "es-reactnet-a-tau2_8xb32_in1k.py", 64),
              ("bnext-t_8xb64_in1k.py", "es-bnext-t-tau2_8xb64_in1k.py", 64)]
     for base_name, es_name, size in pairs:
@@ -98,12 +100,14 @@ def test_es_configs_keep_baseline_bops():
 
 
 def test_two_step_recipe_step2_loads_step1():
-    for step1_name in ("reactnet-resnet18_step1_8xb32_in1k.py", "es-reactnet-resnet18-tau2_step1_8xb32_in1k.py"):
+    for step1_name in ("reactnet-resnet18_step1_8xb32_in1k.py", "es-reactnet-resnet18-tau2_step1_8xb32_in1k.py",
+                       "es-reactnet-resnet18-tau2-g2_step1_8xb32_in1k.py"):
         step1 = load_cfg(ROOT / "configs/mmpretrain" / step1_name)
         step2 = load_cfg(ROOT / "configs/mmpretrain" / step1_name.replace("step1", "step2"))
         assert step1.model.backbone.weight_binarizer == "real"
         assert step2.model.backbone.weight_binarizer == "scaled_sign"
-        assert step2.model.backbone.get("expand_ratio", 1) == step1.model.backbone.get("expand_ratio", 1)
+        for key in ("expand_ratio", "es_groups"):
+            assert step2.model.backbone.get(key, 1) == step1.model.backbone.get(key, 1)
         assert step2.load_from == f"work_dirs/{Path(step1_name).stem}/epoch_{step1.train_cfg.max_epochs}.pth"
         m1, m2 = build_model(step1), build_model(step2)
         m2.load_state_dict(m1.state_dict(), strict=True)  # same parameters: step 2 starts from step 1
