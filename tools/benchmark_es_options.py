@@ -89,8 +89,14 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
     return 100.0 * correct / len(y)
 
 
+def settings(args: argparse.Namespace) -> dict:
+    """What makes two runs of one option set and seed comparable (a finished run is reused when they match)."""
+    return dict(epochs=args.epochs, train_subset=args.train_subset, val_per_class=args.val_per_class,
+                batch_size=args.batch_size, lr=args.lr, data_root=str(Path(args.data_root).resolve()))
+
+
 def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> dict:
-    """One training of option set ``name``; returns its per-epoch validation and final test top-1."""
+    """One training of option set ``name``; returns its final validation and test top-1."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -106,7 +112,7 @@ def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> d
     steps_per_epoch = math.ceil(len(train_y) / args.batch_size)
     total = steps_per_epoch * args.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
-    val_curve, start = [], time.perf_counter()
+    start = time.perf_counter()
     for _ in range(args.epochs):
         order = torch.randperm(len(train_y), generator=generator).to(device)
         for i in range(0, len(order), args.batch_size):
@@ -116,9 +122,9 @@ def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> d
             loss.backward()
             optimizer.step()
             scheduler.step()
-        val_curve.append(accuracy(model, val_x, val_y))
-    return dict(options=name, seed=seed, val=val_curve, test=accuracy(model, test_x, test_y),
-                seconds=time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return dict(options=name, seed=seed, settings=settings(args), val=accuracy(model, val_x, val_y),
+                test=accuracy(model, test_x, test_y), seconds=seconds)
 
 
 def report(runs: List[dict], args: argparse.Namespace) -> str:
@@ -130,7 +136,7 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
         mine = [r for r in runs if r["options"] == name]
         if not mine:
             continue
-        vals, tests = [r["val"][-1] for r in mine], [r["test"] for r in mine]
+        vals, tests = [r["val"] for r in mine], [r["test"] for r in mine]
         spread = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
         cfg, rep = OPTION_SETS[name], stats[name]
         rows.append([name, cfg.get("expand_ratio", 1), cfg.get("es_groups", 1), statistics.mean(vals), spread(vals),
@@ -143,7 +149,8 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
             f"ResNet-20 (core `ESBinaryResNet`, Bi-Real units) in a plain PyTorch loop with the recipe of the "
             f"Fashion-MNIST configs: {args.epochs} epochs, batch {args.batch_size}, Adam {args.lr:g} with cosine "
             f"decay, training images: {train}; validation: {10 * args.val_per_class} held out from train (the choice is made on it); "
-            "test: the 10,000 official test images. Mean and standard deviation over seeds of the final epoch. "
+            "test: the 10,000 official test images. Mean and standard deviation over seeds, after the last epoch; "
+            f"train seconds per run (mean): {statistics.mean(r['seconds'] for r in runs):.0f}. "
             f"OPs = BOPs/64 + FLOPs, ratio to {args.options[0]!r}.\n\n"
             f"{format_table(HEADERS, rows, markdown=True)}\n")
 
@@ -163,7 +170,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--jobs", type=positive_int, default=1, help="trainings run at once (processes)")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "work_dirs" / "benchmark_es_options",
-                        help="where each finished run is appended to runs.jsonl")
+                        help="each finished run is appended to runs.jsonl there; a rerun with the same settings "
+                             "reuses them (stop and go on)")
     parser.add_argument("--out", type=Path, default=None, help="report file to write the section into")
     args = parser.parse_args(argv)
     try:
@@ -173,9 +181,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         parser.error(str(err))
     args.work_dir.mkdir(parents=True, exist_ok=True)
     log = args.work_dir / "runs.jsonl"
-    jobs = [(name, seed) for seed in args.seeds for name in args.options]
+    done = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    runs = [r for r in done if r.get("settings") == settings(args) and r["options"] in args.options
+            and r["seed"] in args.seeds]
+    if runs:
+        print(f"reusing {len(runs)} finished run(s) with the same settings from {log}")
+    jobs = [(name, seed) for seed in args.seeds for name in args.options
+            if not any(r["options"] == name and r["seed"] == seed for r in runs)]
     threads = max(1, (os.cpu_count() or 1) // args.jobs)  # per process with --jobs > 1
-    runs = []
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) if args.jobs > 1 else nullcontext() as pool:
         if pool is None:
             finished = (train_run(name, seed, args, torch.get_num_threads()) for name, seed in jobs)
@@ -185,7 +198,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             runs.append(run)
             with log.open("a") as f:
                 f.write(json.dumps(run) + "\n")
-            print(f"{run['options']} seed {run['seed']}: val {run['val'][-1]:.2f} test {run['test']:.2f} "
+            print(f"{run['options']} seed {run['seed']}: val {run['val']:.2f} test {run['test']:.2f} "
                   f"({run['seconds']:.0f} s)", flush=True)
     body = report(runs, args)
     if args.out is not None:
