@@ -95,3 +95,20 @@ def test_forcing_an_unknown_level_is_a_clear_error(monkeypatch):
     monkeypatch.setenv(kernel.ENV_LEVEL, "bogus")
     with pytest.raises(ValueError, match="ESBNN_DEPLOY_KERNEL"):
         kernel.kernel_level()
+
+
+def test_without_a_compiler_the_reference_runs_after_one_warning(monkeypatch):
+    import torch.utils.cpp_extension
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Error building extension: g++ not found")
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(kernel, "_extension", None)
+    monkeypatch.setattr(kernel, "_load_failed", False)
+    with pytest.warns(RuntimeWarning, match="g\\+\\+ not found.*pure-PyTorch reference") as record:
+        assert kernel.available_levels() == ["reference"] and kernel.kernel_level() == "reference"
+        x, w = torch.randn(1, 5, 4, 4), torch.randn(3, 5, 3, 3)
+        out = kernel.binary_conv2d(kernel.pack_signs(x), kernel.pack_weight(w), 3, 5, padding=(1, 1, 1, 1))
+    assert len(record) == 1
+    assert torch.equal(out, expected(binary_sign(x), binary_sign(w), (1, 1), (1, 1, 1, 1), (1, 1), 1))
