@@ -106,6 +106,7 @@ def test_without_a_compiler_the_reference_runs_after_one_warning(monkeypatch):
     monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
     monkeypatch.setattr(kernel, "_extension", None)
     monkeypatch.setattr(kernel, "_load_failed", False)
+    monkeypatch.setattr(kernel, "_levels", None)
     with pytest.warns(RuntimeWarning, match="g\\+\\+ not found.*pure-PyTorch reference") as record:
         assert kernel.available_levels() == ["reference"] and kernel.kernel_level() == "reference"
         x, w = torch.randn(1, 5, 4, 4), torch.randn(3, 5, 3, 3)

@@ -34,6 +34,7 @@ BLOCK = 8
 _CSRC = Path(__file__).resolve().parent / "csrc"
 _extension = None
 _load_failed = False
+_levels: Optional[List[str]] = None
 _forced: Optional[str] = None
 
 
@@ -56,8 +57,11 @@ def _native():
 
 def available_levels() -> List[str]:
     """Kernel levels usable here, slowest first: ``reference`` always, then the native levels the CPU runs."""
-    ext = _native()
-    return [REFERENCE] + (list(ext.supported_levels()) if ext is not None else [])
+    global _levels
+    if _levels is None:
+        ext = _native()
+        _levels = [REFERENCE] + (list(ext.supported_levels()) if ext is not None else [])
+    return list(_levels)
 
 
 def set_kernel_level(level: Optional[str]) -> None:
@@ -123,9 +127,8 @@ def pack_signs(x: Tensor, groups: int = 1, shift: Optional[Tensor] = None, perm:
     level = level or kernel_level()
     if level == REFERENCE:
         return _pack_reference(x, shift, perm, groups)
-    ext = _native()
-    return ext.pack_signs(x.contiguous(), None if shift is None else shift.contiguous(),
-                          None if perm is None else perm.contiguous(), groups)
+    return _native().pack_signs(x.contiguous(), None if shift is None else shift.contiguous(),
+                                None if perm is None else perm.contiguous(), groups, level)
 
 
 def pack_weight(signs: Tensor, groups: int = 1, level: Optional[str] = None) -> Tensor:

@@ -29,7 +29,32 @@ inline void valid_taps(int64_t o, int64_t stride, int64_t pad, int64_t dil, int6
   if (hi < lo) hi = lo;
 }
 
+struct PackArgs {
+  const float* x;
+  const float* shift;
+  const int64_t* perm;
+  uint64_t* out;
+  int64_t C, G, Cg, Cw, HW;
+};
+
 namespace portable {
+// Pixels [p0, p1) of image-group `ng`, one channel at a time (the block's words stay in L1).
+static void pack_block(const PackArgs& a, int64_t ng, int64_t p0, int64_t p1) {
+  const int64_t n = ng / a.G, g = ng % a.G;
+  uint64_t* words = a.out + ng * a.HW * a.Cw;
+  for (int64_t p = p0; p < p1; ++p) {
+    for (int64_t w = 0; w < a.Cw; ++w) words[p * a.Cw + w] = 0;
+  }
+  for (int64_t j = 0; j < a.Cg; ++j) {
+    const int64_t c = a.perm ? a.perm[g * a.Cg + j] : g * a.Cg + j;
+    const float* src = a.x + (n * a.C + c) * a.HW;
+    const float s = a.shift ? a.shift[c] : 0.0f;
+    const uint64_t bit = 1ULL << (j % 64);
+    uint64_t* dst = words + j / 64;
+    for (int64_t p = p0; p < p1; ++p) dst[p * a.Cw] |= (src[p] + s < 0.0f) ? bit : 0ULL;
+  }
+}
+
 #define ESBNN_LEVEL 0
 #include "binary_conv_body.h"
 #undef ESBNN_LEVEL
@@ -47,11 +72,44 @@ namespace avx2 {
 #pragma GCC pop_options
 
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512vpopcntdq")
+#pragma GCC target("avx512f,avx512bw,avx512vpopcntdq")
 namespace avx512 {
 #define ESBNN_LEVEL 2
 #include "binary_conv_body.h"
 #undef ESBNN_LEVEL
+
+// Pixels [p0, p1) of image-group `ng`: 16 pixels of 64 channels are compared at once (one 16-bit mask
+// per channel), then the 64x16 bit matrix is transposed into 16 words with AVX-512BW's movepi16_mask.
+static void pack_block(const PackArgs& a, int64_t ng, int64_t p0, int64_t p1) {
+  const int64_t n = ng / a.G, g = ng % a.G;
+  uint64_t* words = a.out + ng * a.HW * a.Cw;
+  alignas(64) uint16_t masks[64];
+  for (int64_t q = p0; q < p1; q += 16) {
+    const int64_t np = p1 - q < 16 ? p1 - q : 16;
+    const __mmask16 lanes = (__mmask16)((1u << np) - 1u);
+    for (int64_t w = 0; w < a.Cw; ++w) {
+      for (int64_t jj = 0; jj < 64; ++jj) {
+        const int64_t j = w * 64 + jj;
+        if (j >= a.Cg) {
+          masks[jj] = 0;
+          continue;
+        }
+        const int64_t c = a.perm ? a.perm[g * a.Cg + j] : g * a.Cg + j;
+        const __m512 v = _mm512_maskz_loadu_ps(lanes, a.x + (n * a.C + c) * a.HW + q);
+        const __m512 shifted = _mm512_add_ps(v, _mm512_set1_ps(a.shift ? a.shift[c] : 0.0f));
+        masks[jj] = _mm512_mask_cmp_ps_mask(lanes, shifted, _mm512_setzero_ps(), _CMP_LT_OQ);
+      }
+      const __m512i low = _mm512_load_si512((const void*)masks);
+      const __m512i high = _mm512_load_si512((const void*)(masks + 32));
+      for (int64_t p = 0; p < np; ++p) {
+        const __m128i count = _mm_cvtsi32_si128((int)(15 - p));  // bit p of every mask to the sign bit
+        const uint64_t lo = (uint32_t)_mm512_movepi16_mask(_mm512_sll_epi16(low, count));
+        const uint64_t hi = (uint32_t)_mm512_movepi16_mask(_mm512_sll_epi16(high, count));
+        words[(q + p) * a.Cw + w] = lo | (hi << 32);
+      }
+    }
+  }
+}
 }  // namespace avx512
 #pragma GCC pop_options
 #endif
@@ -64,7 +122,8 @@ std::vector<std::string> supported_levels() {
 #ifdef ESBNN_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt")) levels.push_back("avx2");
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq"))
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vpopcntdq"))
     levels.push_back("avx512_vpopcntdq");
 #endif
   return levels;
@@ -81,30 +140,25 @@ RowFn row_function(const std::string& level) {
 // x (N, C, H, W) float32 -> int64 words (N, G, H, W, Cw), Cw = ceil((C/G)/64); channel j of group g
 // reads input channel perm[g*C/G + j] (identity without perm); its bit is 1 where x + shift < 0.
 torch::Tensor pack_signs(const torch::Tensor& x, const c10::optional<torch::Tensor>& shift,
-                         const c10::optional<torch::Tensor>& perm, int64_t groups) {
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  const int64_t Cg = C / groups, Cw = (Cg + 63) / 64, HW = H * W;
-  auto out = torch::zeros({N, groups, H, W, Cw}, x.options().dtype(torch::kInt64));
-  const float* xp = x.data_ptr<float>();
-  const float* sp = shift.has_value() ? shift->data_ptr<float>() : nullptr;
-  const int64_t* pp = perm.has_value() ? perm->data_ptr<int64_t>() : nullptr;
-  uint64_t* op = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
-  constexpr int64_t kBlock = 256;  // pixels per task: the block's words stay in L1 while channels stream
-  const int64_t blocks = (HW + kBlock - 1) / kBlock;
+                         const c10::optional<torch::Tensor>& perm, int64_t groups, const std::string& level) {
+  PackArgs a;
+  const int64_t N = x.size(0);
+  a.C = x.size(1); a.G = groups; a.Cg = a.C / groups; a.Cw = (a.Cg + 63) / 64; a.HW = x.size(2) * x.size(3);
+  auto out = torch::empty({N, groups, x.size(2), x.size(3), a.Cw}, x.options().dtype(torch::kInt64));
+  a.x = x.data_ptr<float>();
+  a.shift = shift.has_value() ? shift->data_ptr<float>() : nullptr;
+  a.perm = perm.has_value() ? perm->data_ptr<int64_t>() : nullptr;
+  a.out = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
+  auto block = portable::pack_block;
+#ifdef ESBNN_X86
+  if (level == "avx512_vpopcntdq") block = avx512::pack_block;
+#endif
+  constexpr int64_t kBlock = 256;  // pixels per task
+  const int64_t blocks = (a.HW + kBlock - 1) / kBlock;
   at::parallel_for(0, N * groups * blocks, 1, [=](int64_t begin, int64_t end) {
-    // by-value captures: the uint64_t stores below may not alias them, so they stay in registers
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t ng = task / blocks, p0 = (task % blocks) * kBlock;
-      const int64_t p1 = std::min(HW, p0 + kBlock), n = ng / groups, g = ng % groups;
-      uint64_t* words = op + ng * HW * Cw;
-      for (int64_t j = 0; j < Cg; ++j) {
-        const int64_t c = pp ? pp[g * Cg + j] : g * Cg + j;
-        const float* src = xp + (n * C + c) * HW;
-        const float s = sp ? sp[c] : 0.0f;
-        const uint64_t bit = 1ULL << (j % 64);
-        uint64_t* dst = words + j / 64;
-        for (int64_t p = p0; p < p1; ++p) dst[p * Cw] |= (src[p] + s < 0.0f) ? bit : 0ULL;
-      }
+      const int64_t p0 = (task % blocks) * kBlock;
+      block(a, task / blocks, p0, std::min(a.HW, p0 + kBlock));
     }
   });
   return out;

@@ -1,7 +1,7 @@
 // One instruction-set level of the packed binary convolution (METHOD.md section 1: a binary output
 // entry is fan_in - 2 * popcount(a XOR w)). binary_conv.cpp includes this file three times, each
 // time inside a different `#pragma GCC target` region and namespace, with ESBNN_LEVEL set to
-// 0 (portable), 1 (AVX2 + POPCNT) or 2 (AVX-512F + VPOPCNTDQ); the compiler builds all three.
+// 0 (portable), 1 (AVX2 + POPCNT) or 2 (AVX-512F/BW + VPOPCNTDQ); the compiler builds all three.
 
 // Kernels are stored in blocks of 8, interleaved word by word: block (KH, KW, Cw, 8). Each activation
 // word is XORed with the same word of 8 kernels at once; the 8 counts stay in 8 lanes, no horizontal sum.
