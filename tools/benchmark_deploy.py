@@ -326,6 +326,8 @@ def main() -> None:
         "## Stored size, ES ReActNet-ResNet-18 (tau 2, 1000 classes)",
         format_table(["What", "Bytes", "fp32 / this"], size_rows, markdown=True),
     ]
+    if args.out:
+        sections.insert(2, f"![deploy]({args.out.with_suffix('.png').name})")
     report = "\n\n".join(sections) + "\n"
     print(report)
     if args.out:
