@@ -10,8 +10,8 @@
    popcount and epilogue.
 4. Stored size: fp32 ``state_dict`` (``torch.save``) against the exported safetensors file.
 
-Timings are medians over repeated runs after a warm-up; the machine may be shared, so the load average
-is printed with the results. ``--out docs/results/deploy.md`` writes the Markdown report and a PNG beside it.
+Timings are the best and the median of repeated runs after a warm-up; on a shared machine the best
+is the least disturbed by other processes, and the load average is printed with the results. ``--out docs/results/deploy.md`` writes the Markdown report and a PNG beside it.
 
     python tools/benchmark_deploy.py [--reps 30] [--out docs/results/deploy.md]
 """
@@ -38,8 +38,8 @@ from esbnn_plugins.models import ESBinaryResNet
 from esbnn_plugins.ops import ESBinaryConv2d
 
 
-def median_ms(fn: Callable[[], object], reps: int) -> float:
-    """Median wall time of ``fn()`` in milliseconds after two warm-up calls."""
+def timings_ms(fn: Callable[[], object], reps: int) -> Tuple[float, float]:
+    """Best and median wall time of ``fn()`` in milliseconds after two warm-up calls."""
     with torch.no_grad():
         fn()
         fn()
@@ -48,11 +48,16 @@ def median_ms(fn: Callable[[], object], reps: int) -> float:
             start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * min(times), 1e3 * statistics.median(times)
+
+
+def median_ms(fn: Callable[[], object], reps: int) -> float:
+    """Median wall time of ``fn()`` in milliseconds after two warm-up calls."""
+    return timings_ms(fn, reps)[1]
 
 
 def conv_benchmark(reps: int) -> List[list]:
-    """Rows: batch, threads, implementation, ms, speed-up over fp32 F.conv2d."""
+    """Rows: batch, threads, implementation, best ms, median ms, speed-up over fp32 F.conv2d (best and median)."""
     rows = []
     gen = torch.Generator().manual_seed(0)
     layer = ESBinaryConv2d(256, 256, 3, padding=1).eval()
@@ -63,12 +68,13 @@ def conv_benchmark(reps: int) -> List[list]:
         torch.set_num_threads(threads)
         for batch in (1, 8):
             x = torch.randn(batch, 256, 14, 14, generator=gen)
-            fp32 = median_ms(lambda: F.conv2d(x, weight, None, 1, 1), reps)
-            rows.append([batch, threads, "fp32 F.conv2d (oneDNN)", round(fp32, 3), 1.0])
+            best, median = timings_ms(lambda: F.conv2d(x, weight, None, 1, 1), reps)
+            rows.append([batch, threads, "fp32 F.conv2d (oneDNN)", round(best, 3), round(median, 3), 1.0, 1.0])
             for level in levels:
                 kernel.set_kernel_level(level)
-                ms = median_ms(lambda: packed(x), reps)
-                rows.append([batch, threads, f"packed, {level}", round(ms, 3), round(fp32 / ms, 2)])
+                ms = timings_ms(lambda: packed(x), reps)
+                rows.append([batch, threads, f"packed, {level}", round(ms[0], 3), round(ms[1], 3),
+                             round(best / ms[0], 2), round(median / ms[1], 2)])
             kernel.set_kernel_level(None)
     return rows
 
@@ -123,7 +129,8 @@ def sign_agreement(model: nn.Module, exported: nn.Module, x: torch.Tensor) -> st
 
 
 def end_to_end(reps: int) -> Tuple[List[list], str]:
-    """Rows: threads, model, ms, speed-up of the exported model; and how far the outputs agree."""
+    """Rows: threads, model, best and median ms, how much slower than the exported model; and how far the
+    outputs agree."""
     model, twin = resnet18(), resnet18(binary=False)
     exported = deploy.export(model)
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
@@ -131,11 +138,12 @@ def end_to_end(reps: int) -> Tuple[List[list], str]:
     rows = []
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        times = {"training model, eval (binary simulated in fp32)": median_ms(lambda: model(x), reps),
-                 "full-precision twin (real activations and weights)": median_ms(lambda: twin(x), reps),
-                 f"exported, packed ({kernel.kernel_level()})": median_ms(lambda: exported(x), reps)}
+        times = {"training model, eval (binary simulated in fp32)": timings_ms(lambda: model(x), reps),
+                 "full-precision twin (real activations and weights)": timings_ms(lambda: twin(x), reps),
+                 f"exported, packed ({kernel.kernel_level()})": timings_ms(lambda: exported(x), reps)}
         deployed = list(times.values())[-1]
-        rows += [[threads, name, round(ms, 2), round(ms / deployed, 2)] for name, ms in times.items()]
+        rows += [[threads, name, round(ms[0], 2), round(ms[1], 2), round(ms[0] / deployed[0], 2),
+                  round(ms[1] / deployed[1], 2)] for name, ms in times.items()]
     return rows, agreement
 
 
@@ -251,20 +259,20 @@ def plot(conv_rows: List[list], e2e_rows: List[list], parts: Dict[str, Dict[int,
     configs = sorted({(row[0], row[1]) for row in conv_rows})
     width = 0.8 / len(labels)
     for i, label in enumerate(labels):
-        values = [next(r[3] for r in conv_rows if (r[0], r[1]) == c and r[2] == label) for c in configs]
+        values = [next(r[4] for r in conv_rows if (r[0], r[1]) == c and r[2] == label) for c in configs]
         axes[0].bar([j + i * width for j in range(len(configs))], values, width, label=label)
     axes[0].set_xticks([j + 0.4 - width / 2 for j in range(len(configs))],
                        [f"batch {b}\n{t} thread{'s' if t > 1 else ''}" for b, t in configs])
     axes[0].set_yscale("log")
-    axes[0].set_ylabel("ms (log)")
+    axes[0].set_ylabel("median ms (log)")
     axes[0].set_title("binary 3x3 conv, 256 ch, 14x14")
     axes[0].legend(fontsize=7)
     names = sorted({row[1] for row in e2e_rows}, key=[row[1] for row in e2e_rows].index)
     for i, name in enumerate(names):
-        values = [next(r[2] for r in e2e_rows if r[0] == t and r[1] == name) for t in (1, 2)]
+        values = [next(r[3] for r in e2e_rows if r[0] == t and r[1] == name) for t in (1, 2)]
         axes[1].bar([j + i * 0.27 for j in range(2)], values, 0.27, label=name.split(" (")[0])
     axes[1].set_xticks([0.27, 1.27], ["1 thread", "2 threads"])
-    axes[1].set_ylabel("ms")
+    axes[1].set_ylabel("median ms")
     axes[1].set_title("ES ReActNet-ResNet-18 (tau 2), 224x224, batch 1")
     axes[1].legend(fontsize=7)
     bottom = [0.0] * len(parts)
@@ -309,15 +317,18 @@ def main() -> None:
         "# Deployment: packed 1-bit layers on CPU",
         f"Measured by `tools/benchmark_deploy.py --reps {args.reps}` on {cpu}, {os.cpu_count()} cores, torch "
         f"{torch.__version__}; kernel levels here: {', '.join(kernel.available_levels())}; load average at the "
-        f"end {', '.join(f'{v:.2f}' for v in os.getloadavg())} (a shared machine: 2-thread numbers are the "
-        f"noisiest). Medians of repeated runs after a warm-up.",
+        f"end {', '.join(f'{v:.2f}' for v in os.getloadavg())} (1, 5, 15 min; above the core count other "
+        f"processes competed for the cores, which hits 2-thread runs hardest: an OpenMP team waits for its "
+        f"slowest thread). Best and median of repeated runs after a warm-up; the breakdown tables are medians.",
         "## Binary 3x3 conv, 256 -> 256 channels, 14x14, padding 1",
         "The packed time is the whole layer: packing the fp32 input's signs, the XNOR-popcount conv and the "
         "per-channel float affine that turns the int32 accumulations into the layer's fp32 output.",
-        format_table(["Batch", "Threads", "Implementation", "ms", "Speed-up vs fp32"], conv_rows, markdown=True),
+        format_table(["Batch", "Threads", "Implementation", "best ms", "median ms", "speed-up (best)",
+                      "speed-up (median)"], conv_rows, markdown=True),
         "## ES ReActNet-ResNet-18 (tau 2), 224x224, batch 1",
         agreement,
-        format_table(["Threads", "Model", "ms", "x exported"], e2e_rows, markdown=True),
+        format_table(["Threads", "Model", "best ms", "median ms", "x exported (best)", "x exported (median)"],
+                     e2e_rows, markdown=True),
         "### Where the time goes (1 thread, ms)",
         format_table(["Part"] + list(parts), part_rows, markdown=True),
         "### Binary convs (1 thread, ms): fp32 conv + BN of the training model vs the packed layer's steps",
