@@ -80,7 +80,8 @@ def test_exported_model_matches_training_model_layer_by_layer_and_end_to_end(nam
         # integer accumulations: bit-exact against the training layer's own binarized input and sign(weights)
         ones_in = layer._group_major(layer._input(layer_in)).double()
         ones_w = binary_sign(layer._weight().detach()).double()
-        exact = F.conv2d(ones_in, ones_w, None, layer.stride, layer.padding, layer.dilation, layer.groups * layer.es_groups)
+        exact = F.conv2d(ones_in, ones_w, None, layer.stride, layer.padding, layer.dilation,
+                         layer.groups * layer.es_groups)
         p = packed[path]
         acc = kernel.binary_conv2d(kernel.pack_signs(layer_in, p.groups, p.shift, p.perm), p.weight_bits, p.kernels,
                                    p.group_channels, p.stride, (p.pad_lrtb[2], p.pad_lrtb[3], *p.pad_lrtb[:2]),
@@ -93,7 +94,8 @@ def test_exported_model_matches_training_model_layer_by_layer_and_end_to_end(nam
         torch.testing.assert_close(got, reference, rtol=1e-5, atol=1e-5 * reference.abs().max().item())
     with torch.no_grad():
         got = exported(x)
-    for want, have in zip(expected if isinstance(expected, tuple) else (expected,), got if isinstance(got, tuple) else (got,)):
+    as_tuple = (lambda out: out if isinstance(out, tuple) else (out,))
+    for want, have in zip(as_tuple(expected), as_tuple(got)):
         torch.testing.assert_close(have, want, rtol=1e-5, atol=1e-5 * max(1.0, want.abs().max().item()))
 
 

@@ -11,7 +11,8 @@
 4. Stored size: fp32 ``state_dict`` (``torch.save``) against the exported safetensors file.
 
 Timings are the best and the median of repeated runs after a warm-up; on a shared machine the best
-is the least disturbed by other processes, and the load average is printed with the results. ``--out docs/results/deploy.md`` writes the Markdown report and a PNG beside it.
+is the least disturbed by other processes, and the load average is printed with the results.
+``--out docs/results/deploy.md`` writes the Markdown report and a PNG beside it.
 
     python tools/benchmark_deploy.py [--reps 30] [--out docs/results/deploy.md]
 """
@@ -170,7 +171,8 @@ def breakdown(model: nn.Module, x: torch.Tensor, reps: int) -> Dict[int, float]:
     hooks = []
     for path, module in model.named_modules():
         if path in ("stem", "head") or path.rsplit(".", 1)[-1] in ("conv", "bn", "shortcut", "activation"):
-            hooks.append(module.register_forward_pre_hook(lambda m, a, p=path: starts.__setitem__(p, time.perf_counter())))
+            hooks.append(module.register_forward_pre_hook(
+                lambda m, a, p=path: starts.__setitem__(p, time.perf_counter())))
             hooks.append(module.register_forward_hook(
                 lambda m, a, o, p=path: spent[_part(p)].append(time.perf_counter() - starts[p])))
     totals: List[float] = []

@@ -19,7 +19,6 @@ import struct
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
-import torch
 from torch import Tensor, nn
 
 from .. import __version__
@@ -142,11 +141,11 @@ def save(model: nn.Module, path: Union[str, Path], extra: Optional[dict] = None)
 
 def read_header(path: Union[str, Path]) -> dict:
     """The JSON header of a deploy file (architecture, versions, ``extra``, module tree), checked."""
-    return _parse(Path(path), Path(path).read_bytes())[0]
+    return _parse(Path(path), Path(path).read_bytes())
 
 
-def _parse(path: Path, data: bytes) -> Tuple[dict, int]:
-    """Header and data offset of a safetensors deploy file, every structural problem a ``ValueError``."""
+def _parse(path: Path, data: bytes) -> dict:
+    """The deploy header of a safetensors file's bytes, every structural problem a ``ValueError``."""
     where = f"load: {str(path)!r}"
     if len(data) < 8:
         raise ValueError(f"{where} is not a deploy export: {len(data)} bytes, too short for a safetensors header")
@@ -165,7 +164,7 @@ def _parse(path: Path, data: bytes) -> Tuple[dict, int]:
     if header.get("format") != FORMAT or header.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{where}: format {header.get('format')!r} version {header.get('format_version')!r}; "
                          f"this esbnn_plugins ({__version__}) reads {FORMAT!r} version {FORMAT_VERSION}")
-    return header, 8 + size
+    return header
 
 
 def _build(spec: dict, prefix: str, tensors: Dict[str, Tensor], used: List[str], where: str) -> nn.Module:
@@ -203,7 +202,7 @@ def load(path: Union[str, Path]) -> nn.Module:
     path = Path(path)
     where = f"load: {str(path)!r}"
     data = path.read_bytes()
-    header, _ = _parse(path, data)
+    header = _parse(path, data)
     try:
         tensors = load_bytes(data)
     except SafetensorError as err:

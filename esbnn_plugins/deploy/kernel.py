@@ -14,6 +14,7 @@ compiler the bit-exact reference in pure PyTorch is used, with one warning.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -42,11 +43,13 @@ def _native():
     """The compiled extension, built on first call; ``None`` (after one warning) if it cannot be built."""
     global _extension, _load_failed
     if _extension is None and not _load_failed:
+        # torch rebuilds when the sources or flags change; the included body is not a source, so its hash is a flag
+        body = hashlib.sha1((_CSRC / "binary_conv_body.h").read_bytes()).hexdigest()[:12]
         try:
             from torch.utils.cpp_extension import load
             _extension = load(name="esbnn_binary_conv", sources=[str(_CSRC / "binary_conv.cpp")],
-                              extra_include_paths=[str(_CSRC)], extra_cflags=["-O3", "-fopenmp"],
-                              extra_ldflags=["-fopenmp"], verbose=False)
+                              extra_include_paths=[str(_CSRC)], verbose=False, extra_ldflags=["-fopenmp"],
+                              extra_cflags=["-O3", "-fopenmp", f"-DESBNN_BODY_SHA1={body}"])
         except Exception as err:  # no compiler, no headers, build error: all mean "use the reference"
             _load_failed = True
             warnings.warn(f"esbnn_plugins.deploy: the native binary conv kernel could not be built "
@@ -171,7 +174,8 @@ def _popcount(x: Tensor) -> Tensor:
     return (x * 0x0101010101010101) >> 56
 
 
-def _conv_reference(act: Tensor, weight: Tensor, kernels: int, channels: int, stride: Sequence[int], padding: Sequence[int],
+def _conv_reference(act: Tensor, weight: Tensor, kernels: int, channels: int, stride: Sequence[int],
+                    padding: Sequence[int],
                     dilation: Sequence[int], out_size: Sequence[int]) -> Tensor:
     """XNOR-popcount conv in PyTorch integer ops: per tap, ``valid * (C - 2 popcount(a ^ w))``."""
     n, groups, h, w, words = act.shape

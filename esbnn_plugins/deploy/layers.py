@@ -53,7 +53,7 @@ def _binary_weight(layer: nn.Module, path: str) -> Tuple[Tensor, Tensor]:
     return binary, scale
 
 
-def _affine(layer: nn.Module, scale: Tensor, bn: Optional[nn.Module], path: str) -> Tuple[Tensor, Tensor]:
+def _affine(layer: nn.Module, scale: Tensor, bn: Optional[nn.Module]) -> Tuple[Tensor, Tensor]:
     """Per output channel ``(a, b)`` with ``layer-then-bn(acc) = a * acc + b`` (float32, computed in float64)."""
     a = scale.repeat(layer.replicas)
     b = layer.bias.detach().double() if layer.bias is not None else torch.zeros_like(a)
@@ -90,7 +90,7 @@ class _PackedBinary(nn.Module):
         shift = _activation_shift(layer, path)
         binary, scale = _binary_weight(layer, path)
         signs = binary if binary.dim() == 4 else binary[:, :, None, None]
-        scale_out, bias_out = _affine(layer, scale, bn, path)
+        scale_out, bias_out = _affine(layer, scale, bn)
         self.path = path
         self.in_width, self.kernels, self.groups = layer.in_width, binary.shape[0], groups
         self.group_channels, self.replicas = layer.in_width // groups, layer.replicas
