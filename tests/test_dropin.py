@@ -162,7 +162,7 @@ def test_stock_mmdet_head_with_es_conv_cfg():
 def test_core_import_loads_no_framework_and_changes_no_global_state():
     code = ("import sys, torch\n"
             "before = set(map(str, torch.serialization.get_safe_globals()))\n"
-            "import esbnn_plugins, esbnn_plugins.ops, esbnn_plugins.models, esbnn_plugins.analysis\n"
+            "import esbnn_plugins, esbnn_plugins.ops, esbnn_plugins.models, esbnn_plugins.analysis, esbnn_plugins.deploy\n"
             "loaded = sorted(m for m in ('mmengine', 'mmcv', 'mmpretrain', 'mmdet', 'diffusers', 'accelerate') "
             "if m in sys.modules)\n"
             "assert not loaded, loaded\n"

@@ -1,0 +1,13 @@
+"""Real 1-bit deployment (issue 11): packed binary layers, a native XNOR-popcount kernel, export/save/load.
+
+``export(model)`` -> inference model with 1-bit packed binary layers; ``save(exported, path)`` writes
+safetensors with a JSON header; ``load(path)`` restores it. Imports only torch (and safetensors on save/load).
+"""
+from .export import KNOWN_CLASSES, export, load, packed_layers, read_header, save
+from .kernel import (LEVELS, REFERENCE, available_levels, binary_conv2d, kernel_level, pack_signs, pack_weight,
+                     set_kernel_level)
+from .layers import PackedBinaryConv2d, PackedBinaryLinear
+
+__all__ = ["KNOWN_CLASSES", "export", "load", "packed_layers", "read_header", "save", "LEVELS", "REFERENCE",
+           "available_levels", "binary_conv2d", "kernel_level", "pack_signs", "pack_weight", "set_kernel_level",
+           "PackedBinaryConv2d", "PackedBinaryLinear"]
