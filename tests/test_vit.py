@@ -271,3 +271,26 @@ def test_fashion_configs_train_with_the_stock_script_and_infer(tmp_path):
     assert np.allclose(result["pred_scores"], logits.softmax(-1)[0].numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="the checkpoint was trained with another width"):
         get_model(str(FASHION[1]), pretrained=str(checkpoint))
+
+
+def test_benchmark_fashion_vit_section(tmp_path):
+    import importlib.util
+
+    from test_fashion_mnist import make_fashion
+
+    spec = importlib.util.spec_from_file_location("benchmark_classification", ROOT / "tools" / "benchmark_classification.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    make_fashion(tmp_path / "data")
+    out = tmp_path / "results" / "classification.md"
+    tool.write_section(out, "fashion", "## Fashion-MNIST: ResNet-20\n\n| baseline | one step | 90.0 |")
+    tool.main(["--data", "fashion-vit", "--data-root", str(tmp_path / "data"), "--train-subset", "20",
+               "--val-per-class", "1", "--epochs", "1", "--seeds", "0", "--variants", "1", "2", "--batch-size", "8",
+               "--num-workers", "0", "--timing-iters", "1", "--timing-rounds", "1", "--work-dir", str(tmp_path / "wd"),
+               "--out", str(out)])
+    text = out.read_text()
+    assert "| baseline | one step | 90.0 |" in text and "<!-- benchmark:fashion-vit -->" in text
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| ES tau=2") or
+            line.startswith("| baseline |") and "one step" not in line]
+    assert len(rows) == 2 and float(rows[1][7]) == 1.0  # OPs ratio of ES to baseline
+    assert (out.parent / "classification_fashion-vit_curves.png").is_file()
