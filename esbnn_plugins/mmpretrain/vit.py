@@ -92,7 +92,8 @@ class ESBinaryViT(VisionTransformer):
     ``arch``: ``'deit-tiny'``, ``'deit-small'`` or a dict with ``embed_dims``, ``num_layers``,
     ``num_heads``, ``feedforward_channels``. ``act_binarizer``/``weight_binarizer``: every binary linear;
     ``qkv_binarizer``/``prob_binarizer``: the matmul operands; ``'real'`` everywhere gives the
-    full-precision network of the same layout.
+    full-precision network of the same layout. ``ffn_act_cfg`` (default RPReLU) and ``reduce_mode``
+    (default ``'mean'``) are the :class:`ESFFN` settings; a checkpoint of another width is an error.
     """
 
     arch_zoo = {name: settings for name, settings in VisionTransformer.arch_zoo.items()
