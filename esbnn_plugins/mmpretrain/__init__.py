@@ -1,4 +1,4 @@
-"""MMPretrain adapter: registers ES-BNN backbones, the distillation classifier, the MNIST digits
+"""MMPretrain adapter: registers ES-BNN backbones (the binary ViT with ES FFNs included), the distillation classifier, the MNIST digits
 and Fashion-MNIST datasets, the temperature-annealing hook, the optimizer constructor and ``ESRunner``.
 
 Configs load it with ``custom_imports = dict(imports=['esbnn_plugins.mmpretrain'])``.
@@ -12,8 +12,9 @@ from .distill import DistillImageClassifier, build_teacher, load_teacher_weights
 from .hooks import ClassifierCheckHook, TemperatureAnnealingHook, check_classifier, hard_sign_modules
 from .optimizers import ESOptimWrapperConstructor
 from .runner import ESRunner, check_data_paths
+from .vit import ESFFN, ESBinaryViT
 
 __all__ = ["ESBinaryResNet", "ESBNext", "ESReActNet", "MNISTDigits", "FashionMNISTSplit", "DistillImageClassifier",
            "build_teacher", "load_teacher_weights", "student_config", "ClassifierCheckHook",
            "TemperatureAnnealingHook", "check_classifier", "hard_sign_modules", "ESOptimWrapperConstructor",
-           "ESRunner", "check_data_paths"]
+           "ESRunner", "check_data_paths", "ESFFN", "ESBinaryViT"]

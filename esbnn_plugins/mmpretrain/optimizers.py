@@ -30,8 +30,9 @@ class ESOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         start = len(params)
         super().add_params(params, module, prefix, is_dcn_module)
         mult = self.paramwise_cfg.get("binary_weight_decay_mult")
-        if mult is None or self.base_wd is None or not getattr(module, "is_binary", False):
+        weight = getattr(module, "weight", None)  # binary attention matmuls have none
+        if mult is None or self.base_wd is None or weight is None or not getattr(module, "is_binary", False):
             return
         for group in params[start:]:
-            if group["params"][0] is module.weight:
+            if group["params"][0] is weight:
                 group["weight_decay"] = self.base_wd * mult

@@ -159,7 +159,10 @@ class RPReLU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.shift_in(x)
-        x = F.prelu(x, self.slope) if x.dim() == 4 else F.prelu(x.movedim(-1, 1), self.slope).movedim(1, -1)
+        if x.dim() == 4:
+            x = F.prelu(x, self.slope)
+        else:  # channels last (tokens): as rows of a 2-D input, faster than moving the channel dim
+            x = F.prelu(x.reshape(-1, x.shape[-1]), self.slope).view(x.shape)
         return self.shift_out(x)
 
 
@@ -199,6 +202,33 @@ class HardSignWeight(HardSign):
         return out
 
 
+class ElasticStep(nn.Module):
+    """Binarizer of attention probabilities to ``{0, alpha}``: ``alpha * round(clamp(p / alpha, 0, 1))``
+    with a learnable scale ``alpha`` (BiT's elastic binarization of non-negative inputs, Liu et al.
+    NeurIPS 2022, arXiv 2205.13016, as used by BinaryViT for the softmax output).
+
+    Gradients as BiT: ``p`` gets the gradient where ``0 <= p/alpha <= 1``; ``alpha`` gets
+    ``round(q) - q`` there and 1 above. A product with ``{0, alpha}`` entries is an AND/popcount, so a
+    matmul of them with signed binary operands counts as BOPs. ``init`` is BinaryViT's 0.005.
+    """
+
+    binarizes = True
+
+    def __init__(self, init: float = 0.005) -> None:
+        super().__init__()
+        if init <= 0:
+            raise ValueError(f"ElasticStep: init must be > 0, got {init}")
+        self.scale = nn.Parameter(torch.tensor(float(init)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.scale.clamp(min=1e-8)
+        level = (x / scale).clamp(0.0, 1.0)
+        return scale * (level + (level.round() - level).detach())
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale.item():.3g}"
+
+
 class RealWeight(nn.Module):
     """Keeps full-precision weights (step 1 of ReActNet's two-step recipe)."""
 
@@ -220,9 +250,11 @@ ACTIVATION_BINARIZERS: Dict[str, Type[nn.Module]] = {
     "approx_sign": ApproxSign,
     "hard_sign": HardSign,
     "rsign": RSign,
+    "elastic_step": ElasticStep,
     "real": RealActivation,
 }
-"""Activation binarizers by config name. ``rsign`` gets the layer's input width as ``channels``."""
+"""Activation binarizers by config name. ``rsign`` gets the layer's input width as ``channels``;
+``elastic_step`` binarizes non-negative inputs (attention probabilities) to ``{0, alpha}``."""
 
 WEIGHT_BINARIZERS: Dict[str, Type[nn.Module]] = {
     "sign": SignWeight,
