@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 
@@ -186,3 +187,54 @@ train_cfg = dict(max_epochs=1)
                "--cfg-options", *options], tmp_path)
     assert f"load backbone. in model from: {checkpoint}" in out
     assert "Epoch(train) [1][1/1]" in out and "pascal_voc/mAP" in out
+
+
+def test_digit_crops_read_by_the_pretraining_config(tmp_path):
+    """The crops are MMPretrain CustomDataset folders of the pools' digits, read through the pretraining config."""
+    from mmengine.config import Config
+    from make_digit_detection import CROP_RANGE, CROP_SUBDIR, digit_pools, load_digits, make_crops
+    from mmpretrain.registry import DATASETS
+    import esbnn_plugins.mmpretrain  # noqa: F401
+
+    assert make_crops(str(tmp_path), seed=0, limit=4) == {"train": 4, "test": 4}
+    _, labels = load_digits()
+    pools = digit_pools(np.random.default_rng(0), len(labels))
+    cfg = Config.fromfile(ROOT / "configs/mmpretrain/es-reactnet-resnet18-tau2_1xb64_digit-crops.py")
+    init_default_scope("mmpretrain")
+    for split, loader in (("train", cfg.train_dataloader), ("test", cfg.val_dataloader)):
+        dataset = DATASETS.build(dict(loader.dataset, data_root=str(tmp_path / CROP_SUBDIR)))
+        assert sorted(int(dataset.get_data_info(i)["gt_label"]) for i in range(len(dataset))) == \
+            sorted(labels[pools[split][:4]].tolist())
+        sample = dataset[0]["inputs"]
+        assert sample.shape == (3, 64, 64)
+    sizes = {Image.open(f).size for f in (tmp_path / CROP_SUBDIR).rglob("*.jpg")}
+    assert all(w == h and CROP_RANGE[0] <= w <= CROP_RANGE[1] for w, h in sizes)
+
+
+@pytest.mark.parametrize("det_name", ["es-binary-faster-rcnn_r18_fpn_digits.py",
+                                      "es-binary-faster-rcnn_r18_fpn_tau2_digits.py",
+                                      "es-binary-faster-rcnn_r18_fpn_tau2-g2_digits.py",
+                                      "es-binary-retinanet_r18_fpn_tau2_digits.py"])
+def test_digit_detector_starts_from_its_pretraining_config_checkpoint(det_name, tmp_path):
+    """demo_det: the detector's backbone loads the checkpoint of the matching *_digit-crops.py classifier."""
+    from mmengine.config import Config
+    from mmdet.registry import MODELS as DET_MODELS
+    from mmpretrain.registry import MODELS as CLS_MODELS
+    from demo_det import PRETRAIN_CONFIGS, digit_config
+    import esbnn_plugins.mmdet  # noqa: F401
+    import esbnn_plugins.mmpretrain  # noqa: F401
+
+    det_path = str(ROOT / "configs/mmdet" / det_name)
+    backbone = Config.fromfile(det_path).model.backbone
+    name = PRETRAIN_CONFIGS[(backbone.get("expand_ratio", 1), backbone.get("es_groups", 1))]
+    init_default_scope("mmpretrain")
+    torch.manual_seed(0)
+    classifier = CLS_MODELS.build(Config.fromfile(ROOT / "configs/mmpretrain" / name).model)
+    torch.save(dict(state_dict=classifier.state_dict()), tmp_path / "epoch_1.pth")
+    cfg = digit_config(det_path, str(tmp_path), str(tmp_path / "det"), 1, 0, 0, 0, str(tmp_path / "epoch_1.pth"))
+    init_default_scope("mmdet")
+    detector = DET_MODELS.build(cfg.model)
+    detector.init_weights()
+    expected = classifier.backbone.state_dict()
+    assert {k: torch.equal(v, expected[k]) for k, v in detector.backbone.state_dict().items()} == \
+        {k: True for k in expected}

@@ -5,12 +5,14 @@ and heads; tau = g = 1, tau = 2, tau = 2 and g = 2):
 * OPs = BOPs/64 + FLOPs per part (backbone, neck, heads) at a 320x240 input with a fixed number of
   RoIs per image, binary and full-precision parameters, stored size (esbnn_plugins.analysis.complexity);
 * the train-step time (same synthetic batch, interleaved rounds, median) and its ratio to the baseline;
-* VOC mAP@0.5 (VOCMetric) on the MNIST digit detection set after the same short schedule, per seed.
+* VOC mAP@0.5 (VOCMetric) on the MNIST digit detection set after the same short schedule, per seed,
+  each detector starting from its backbone pretrained on the set's digit crops (as ``tools/demo_det.py``;
+  ``--pretrain-epochs 0``: from scratch).
 
 Prints the tables; writes ``work_dirs/benchmark_detection/detection.md`` and ``detection.png``, or with
 ``--out`` ``docs/results/detection.md`` and its plot.
 
-    python tools/benchmark_detection.py [--epochs 4] [--train-images 120] [--seeds 0 1] [--out]
+    python tools/benchmark_detection.py [--epochs 4] [--train-images 120] [--pretrain-epochs 8] [--seeds 0 1] [--out]
 """
 from __future__ import annotations
 
@@ -35,8 +37,8 @@ from mmdet.structures import DetDataSample
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from demo_det import digit_config  # noqa: E402
-from make_digit_detection import VOC_SUBDIR, make_dataset  # noqa: E402
+from demo_det import digit_config, pretrain_backbone  # noqa: E402
+from make_digit_detection import CROP_SUBDIR, VOC_SUBDIR, make_crops, make_dataset  # noqa: E402
 
 CONFIGS = ROOT / "configs" / "mmdet"
 VARIANTS = {"baseline (tau=1)": "es-binary-faster-rcnn_r18_fpn_digits.py",
@@ -111,8 +113,13 @@ def step_times(names: List[str], batch: int, steps: int, rounds: int) -> Dict[st
 
 
 def train_map(name: str, args: argparse.Namespace, seed: int) -> float:
-    cfg = digit_config(str(CONFIGS / name), args.data, str(args.work_dir / Path(name).stem / f"seed{seed}"),
-                       args.epochs, args.train_images, args.test_images, seed)
+    work_dir = args.work_dir / Path(name).stem / f"seed{seed}"
+    checkpoint = None
+    if args.pretrain_epochs:
+        checkpoint = pretrain_backbone(Config.fromfile(str(CONFIGS / name)), args.data, str(work_dir / "backbone"),
+                                       args.pretrain_epochs, seed)
+    cfg = digit_config(str(CONFIGS / name), args.data, str(work_dir), args.epochs, args.train_images,
+                       args.test_images, seed, checkpoint)
     cfg.log_level = "WARNING"
     runner = RUNNERS.build(cfg)
     runner.train()
@@ -154,6 +161,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="training epochs per run (default: %(default)s)")
     parser.add_argument("--train-images", type=int, default=120, help="0 for all (default: %(default)s)")
     parser.add_argument("--test-images", type=int, default=40, help="0 for all (default: %(default)s)")
+    parser.add_argument("--pretrain-epochs", type=int, default=8,
+                        help="backbone pretraining epochs on the digit crops, 0 for none (default: %(default)s)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=3, help="timed train steps per round (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=2, help="timing rounds after warm-up (default: %(default)s)")
@@ -165,6 +174,8 @@ def main() -> None:
     for name in ("epochs", "steps", "rounds", "batch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.pretrain_epochs < 0:
+        parser.error(f"--pretrain-epochs must be >= 0, got {args.pretrain_epochs}")
 
     torch.manual_seed(0)
     rows = {label: count(name) for label, name in VARIANTS.items()}
@@ -173,6 +184,8 @@ def main() -> None:
     if not args.no_train:
         if not (Path(args.data) / VOC_SUBDIR).is_dir():
             make_dataset(args.data)
+        if args.pretrain_epochs and not (Path(args.data) / CROP_SUBDIR).is_dir():
+            make_crops(args.data)
         maps = {label: [train_map(name, args, seed) for seed in args.seeds] for label, name in VARIANTS.items()}
 
     base_label = next(iter(VARIANTS))
@@ -198,7 +211,9 @@ def main() -> None:
     setup += ("No training run (--no-train)." if args.no_train else
               f"mAP: VOCMetric (11 points, IoU 0.5) on the first {args.test_images or 'all'} test images of the digit "
               f"set after {args.epochs} epochs on {args.train_images or 'all'} training images, Adam 1e-3, seeds "
-              f"{args.seeds} (mean, population spread).")
+              f"{args.seeds} (mean, population spread); backbone "
+              + (f"pretrained for {args.pretrain_epochs} epochs on the digit crops (configs/mmpretrain/"
+                 "*_digit-crops.py)." if args.pretrain_epochs else "from scratch."))
     (out_dir / "detection.md").write_text(
         "# Detection: binary baseline vs ES vs ES+G (tools/benchmark_detection.py)\n\n" + setup + "\n\n"
         + format_table(headers, table, markdown=True) + "\n\n![mAP and OPs per part](detection.png)\n")

@@ -10,6 +10,9 @@ Written under ``--out`` (default ``data/digit_detection``)::
     VOCdevkit/VOC2007/JPEGImages/000001.jpg ...    images (shared by both layouts)
     VOCdevkit/VOC2007/Annotations/000001.xml ...   VOC boxes (1-based: xmin = x0 + 1, ...)
     VOCdevkit/VOC2007/ImageSets/Main/{train,test,trainval}.txt
+    crops/{train,test}/{0..9}/000001.jpg ...       with --crops: one background patch per digit of each
+                                                    split's pool, for pretraining the backbone (MMPretrain
+                                                    ``CustomDataset`` layout)
     annotations/instances_{train,test}.json        COCO boxes ([x0, y0, w, h], file_name relative to
                                                     VOCdevkit/VOC2007/JPEGImages/)
 
@@ -21,7 +24,7 @@ import argparse
 import json
 import os
 import os.path as osp
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 from xml.etree import ElementTree as ET
 
 import numpy as np
@@ -35,7 +38,9 @@ CANVAS_RANGE = (128, 320)
 DIGIT_RANGE = (20, 72)
 MAX_IOU = 0.1
 NOISE_FRACTION = 0.3
+CROP_RANGE = (40, 80)
 VOC_SUBDIR = osp.join("VOCdevkit", "VOC2007")
+CROP_SUBDIR = "crops"
 IMAGE_DIR = osp.join(VOC_SUBDIR, "JPEGImages")
 
 
@@ -102,12 +107,45 @@ def paste_digits(rng: np.random.Generator, canvas: np.ndarray, digits: np.ndarra
                 break
         else:
             continue
-        region = canvas[y:y + size, x:x + size].astype(np.float64)
-        colour = 255.0 if region.mean() < 128 else 0.0
-        blended = (1 - alpha[..., None]) * region + alpha[..., None] * colour
-        canvas[y:y + size, x:x + size] = blended.round().astype(np.uint8)
+        blend_digit(canvas, alpha, x, y)
         placed.append((int(labels[index]), box))
     return placed
+
+
+def blend_digit(canvas: np.ndarray, alpha: np.ndarray, x: int, y: int) -> None:
+    """Draw a digit (``alpha`` in [0, 1]) at ``(x, y)`` in white on a dark region, black on a light one."""
+    height, width = alpha.shape
+    region = canvas[y:y + height, x:x + width].astype(np.float64)
+    colour = 255.0 if region.mean() < 128 else 0.0
+    blended = (1 - alpha[..., None]) * region + alpha[..., None] * colour
+    canvas[y:y + height, x:x + width] = blended.round().astype(np.uint8)
+
+
+def make_crops(out: str, seed: int = 0, size_range: Tuple[int, int] = CROP_RANGE,
+               limit: Optional[int] = None) -> Dict[str, int]:
+    """A classification view of the set for pretraining the backbone (as detectors start from a classifier):
+    every digit of a split's pool drawn once on its own square patch of background (``size_range`` px,
+    digit 50-90% of it), written in MMPretrain's ``CustomDataset`` folder layout
+    ``crops/{train,test}/{digit}/NNNNNN.jpg``. Same digit pools as the detection images (train and test
+    disjoint); ``limit`` keeps the first digits of each pool. Returns the number of crops per split."""
+    rng = np.random.default_rng(seed)
+    digits, labels = load_digits()
+    photos = load_photos()
+    counts = {}
+    for split, pool in digit_pools(rng, len(digits)).items():
+        pool = pool[:limit]
+        for name in CLASSES:
+            os.makedirs(osp.join(out, CROP_SUBDIR, split, name), exist_ok=True)
+        for number, index in enumerate(pool, 1):
+            side = int(rng.integers(size_range[0], size_range[1] + 1))
+            size = int(rng.integers(side // 2, side * 9 // 10 + 1))
+            canvas = background(rng, photos, side, side)
+            alpha = np.asarray(Image.fromarray(digits[index]).resize((size, size), Image.BILINEAR)) / 255.0
+            blend_digit(canvas, alpha, int(rng.integers(side - size + 1)), int(rng.integers(side - size + 1)))
+            path = osp.join(out, CROP_SUBDIR, split, CLASSES[labels[index]], f"{number:06d}.jpg")
+            Image.fromarray(canvas).save(path, quality=95)
+        counts[split] = len(pool)
+    return counts
 
 
 def voc_xml(name: str, height: int, width: int, objects: List[Tuple[int, List[int]]]) -> ET.ElementTree:
@@ -129,6 +167,12 @@ def voc_xml(name: str, height: int, width: int, objects: List[Tuple[int, List[in
     return ET.ElementTree(root)
 
 
+def digit_pools(rng: np.random.Generator, count: int) -> Dict[str, np.ndarray]:
+    """Disjoint digit indices of the train (4/5) and test (1/5) splits: the first draw of a seed's ``rng``."""
+    order = rng.permutation(count)
+    return {"train": order[: count * 4 // 5], "test": order[count * 4 // 5:]}
+
+
 def make_dataset(out: str, num_train: int = 400, num_test: int = 100, seed: int = 0, max_digits: int = 4,
                  min_digits: int = 1, empty: int = 0) -> Dict[str, List[str]]:
     """Write the set under ``out``; return the image ids per split. The last ``empty`` images of each
@@ -138,8 +182,7 @@ def make_dataset(out: str, num_train: int = 400, num_test: int = 100, seed: int 
     rng = np.random.default_rng(seed)
     digits, labels = load_digits()
     photos = load_photos()
-    order = rng.permutation(len(digits))
-    pools = {"train": order[: len(order) * 4 // 5], "test": order[len(order) * 4 // 5:]}
+    pools = digit_pools(rng, len(digits))
     for sub in ("JPEGImages", "Annotations", osp.join("ImageSets", "Main")):
         os.makedirs(osp.join(out, VOC_SUBDIR, sub), exist_ok=True)
     os.makedirs(osp.join(out, "annotations"), exist_ok=True)
@@ -183,9 +226,13 @@ def main() -> None:
     parser.add_argument("--empty", type=int, default=0,
                         help="background-only images at the end of each split (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--crops", action="store_true", help="also write the digit crops for backbone pretraining")
     args = parser.parse_args()
     ids = make_dataset(args.out, args.train, args.test, args.seed, args.max_digits, empty=args.empty)
     print(f"wrote {len(ids['train'])} train and {len(ids['test'])} test images to {args.out} (VOC and COCO layouts)")
+    if args.crops:
+        counts = make_crops(args.out, args.seed)
+        print(f"wrote {counts['train']} train and {counts['test']} test digit crops to {osp.join(args.out, CROP_SUBDIR)}")
 
 
 if __name__ == "__main__":
