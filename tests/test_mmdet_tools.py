@@ -135,10 +135,17 @@ def test_two_process_gloo_training_on_cpu_with_a_coco_format_config(digits, tmp_
     assert "Epoch(train) [1][1/1]" in out and "coco/bbox_mAP_50" in out
 
 
-def test_demo_trains_scores_and_draws(digits, tmp_path):
+def test_demo_pretrains_trains_scores_and_draws(digits, tmp_path):
+    """Backbone pretraining (stock MMPretrain train.py on the crops), detector training from it, mAP, PNG."""
     root, _ = digits
+    from make_digit_detection import make_crops
+    make_crops(str(root), limit=6)
     out = run([sys.executable, str(ROOT / "tools/demo_det.py"), "--data", str(root), "--work-dir", str(tmp_path),
-               "--epochs", "1", "--train-images", "2", "--test-images", "2", "--show", "2"], tmp_path)
+               "--epochs", "1", "--train-images", "2", "--test-images", "2", "--show", "2", "--pretrain-epochs", "1"],
+              tmp_path)
+    assert "pretraining the backbone: es-reactnet-resnet18-tau2_1xb64_digit-crops.py, 1 epochs" in out
+    assert (tmp_path / "backbone" / "epoch_1.pth").is_file()
+    assert "detector backbone from " + str(tmp_path / "backbone" / "epoch_1.pth") in out
     assert "VOC mAP@0.5 on 2 test images:" in out
     from PIL import Image
     sheet = Image.open(tmp_path / "demo_det_predictions.png")
@@ -149,6 +156,9 @@ def test_demo_rejects_bad_arguments(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "tools/demo_det.py"), "--epochs", "0"], cwd=tmp_path,
                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 2 and "--epochs must be >= 1, got 0" in proc.stderr
+    proc = subprocess.run([sys.executable, str(ROOT / "tools/demo_det.py"), "--backbone-checkpoint", "nope.pth"],
+                          cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 2 and "--backbone-checkpoint 'nope.pth' does not exist" in proc.stderr
 
 
 def test_voc0712_config_trains_with_stock_script_from_an_mmpretrain_checkpoint(digits, tmp_path):

@@ -156,6 +156,7 @@ def main() -> None:
         checkpoint = pretrain_backbone(Config.fromfile(args.config), args.data,
                                        osp.join(args.work_dir, "backbone"), args.pretrain_epochs, args.seed)
 
+    print(f"detector backbone from {checkpoint}" if checkpoint else "detector trained from scratch", flush=True)
     from mmengine.registry import RUNNERS
     cfg = digit_config(args.config, args.data, args.work_dir, args.epochs, args.train_images, args.test_images,
                        args.seed, checkpoint)
