@@ -77,7 +77,8 @@ def test_exported_detector_matches_the_training_detector_per_layer_and_end_to_en
     # end to end, on an input where no binary input lies within rounding of 0 (checked: the precondition)
     assert not any(sign_flips(model, exported, run).values())
     with torch.no_grad():
-        for want, have in zip(flat(model(inputs, samples, mode="tensor")), flat(exported(inputs, samples, mode="tensor"))):
+        raw = [flat(m(inputs, samples, mode="tensor")) for m in (model, exported)]
+        for want, have in zip(*raw):
             close(have, want)
         for want, have in zip(run(model), run(exported)):
             want, have = want.pred_instances, have.pred_instances
