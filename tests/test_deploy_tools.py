@@ -23,11 +23,13 @@ def run_export(*args):
 def checkpoint(tmp_path_factory):
     """A 'trained' student of the distillation config: random weights, non-trivial BN statistics."""
     from mmengine.config import Config
+    from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
 
     import esbnn_plugins.mmpretrain  # noqa: F401
     from esbnn_plugins.mmpretrain import student_config
 
+    init_default_scope("mmpretrain")  # another test module may have left MMDetection's
     torch.manual_seed(0)
     model = MODELS.build(student_config(Config.fromfile(str(CONFIG))).model).eval()
     with torch.no_grad():

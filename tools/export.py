@@ -101,6 +101,7 @@ def framework_of(cfg) -> str:
 
 def export_classifier(args: argparse.Namespace, cfg) -> None:
     """MMPretrain: the core network with its classifier, self-contained (torch-only) file."""
+    from mmengine.registry import init_default_scope
     from mmengine.runner import load_checkpoint
     from mmpretrain.registry import MODELS
 
@@ -108,6 +109,7 @@ def export_classifier(args: argparse.Namespace, cfg) -> None:
     from esbnn_plugins import deploy
     from esbnn_plugins.mmpretrain import student_config
 
+    init_default_scope("mmpretrain")
     cfg = student_config(cfg)
     classifier = MODELS.build(cfg.model)
     load_checkpoint(classifier, str(args.checkpoint), map_location="cpu", strict=True, logger="silent")
