@@ -8,7 +8,9 @@
    layers simulated in fp32) and against its full-precision twin (real activations and weights, same shapes).
 3. Where the time goes (1 thread): per part of the network, and per binary conv split into packing,
    popcount and epilogue.
-4. Stored size: fp32 ``state_dict`` (``torch.save``) against the exported safetensors file.
+4. Stored size: fp32 ``state_dict`` (``torch.save``) against the exported safetensors file, with the
+   full-precision weights stored in float32 and in float16 (``float16_weights=True``), and how far the
+   float16 export's logits are from the training model's.
 
 Timings are the best and the median of repeated runs after a warm-up; on a shared machine the best
 is the least disturbed by other processes, and the load average is printed with the results.
@@ -228,26 +230,70 @@ def binary_layers(model: nn.Module, exported: nn.Module, x: torch.Tensor, reps: 
     return rows
 
 
-def sizes(tmp: Path) -> List[list]:
-    """Rows: what, bytes, ratio to the fp32 state_dict file."""
-    model = resnet18()
-    exported = deploy.export(model)
-    torch.save(model.state_dict(), tmp / "fp32.pt")
-    deploy.save(exported, tmp / "deploy.safetensors")
-    fp32 = (tmp / "fp32.pt").stat().st_size
+def stored_bytes(exported: nn.Module, keys: List[str], halved: bool) -> int:
+    """Bytes the tensors ``keys`` of an exported model take in its file (``halved``: exported with
+    ``float16_weights=True``, whose rounded weights are stored in 16 bits)."""
     state = exported.state_dict()
+    halves = {key for key, _ in deploy.float16_tensors(exported)} if halved else set()
+    return sum(state[k].numel() * (2 if k in halves else state[k].element_size()) for k in keys)
+
+
+def sizes(tmp: Path) -> List[list]:
+    """Rows: what, bytes and ratio to the fp32 state_dict file, with float32 and with float16 FP weights."""
+    model = resnet18()
+    torch.save(model.state_dict(), tmp / "fp32.pt")
+    fp32 = (tmp / "fp32.pt").stat().st_size
+    exports = [deploy.export(model), deploy.export(model, float16_weights=True)]
+    state = exports[0].state_dict()
     groups = {"binary weights, 1 bit": [k for k in state if k.endswith("weight_bits")],
               "binary layers' folded scale/bias, RSign shifts": [k for k in state if ".conv." in k and
                                                                  not k.endswith("weight_bits")],
               "FP head (512 x 1000 linear)": [k for k in state if k.startswith("head.")],
               "FP stem, shortcuts, RPReLU": [k for k in state if not k.startswith("head.") and ".conv." not in k]}
-    rows = [["fp32 state_dict (torch.save)", fp32, 1.0]]
+    rows = [["fp32 state_dict (torch.save)", fp32, 1.0, fp32, 1.0]]
     for name, keys in groups.items():
-        size = sum(state[k].numel() * state[k].element_size() for k in keys)
-        rows.append([f"  exported: {name}", size, round(fp32 / size, 1)])
-    exported_size = (tmp / "deploy.safetensors").stat().st_size
-    rows.append(["exported file (safetensors + JSON header)", exported_size, round(fp32 / exported_size, 1)])
-    return rows
+        row = [f"  exported: {name}"]
+        for halved, exported in enumerate(exports):
+            size = stored_bytes(exported, keys, bool(halved))
+            row += [size, round(fp32 / size, 1)]
+        rows.append(row)
+    row = ["exported file (safetensors + JSON header)"]
+    for i, exported in enumerate(exports):
+        deploy.save(exported, tmp / f"deploy{i}.safetensors")
+        size = (tmp / f"deploy{i}.safetensors").stat().st_size
+        row += [size, round(fp32 / size, 1)]
+    return rows + [row]
+
+
+def float16_agreement(model: nn.Module, x: torch.Tensor) -> str:
+    """How far the export with float16 FP weights is from the training model (and the float32 export)."""
+    exported, halved = deploy.export(model), deploy.export(model, float16_weights=True)
+    inputs: Dict[str, Dict[str, torch.Tensor]] = {"training": {}, "halved": {}}
+    hooks = [m.register_forward_hook(lambda mod, args, out, p=p: inputs["training"].__setitem__(p, args[0]))
+             for p, m in model.named_modules() if isinstance(m, ESBinaryConv2d)]
+    hooks += [m.register_forward_hook(lambda mod, args, out, p=p: inputs["halved"].__setitem__(p, args[0]))
+              for p, m in deploy.packed_layers(halved)]
+    with torch.no_grad():
+        logits, full, half = model(x), exported(x), halved(x)
+    for hook in hooks:
+        hook.remove()
+    flips = total = 0
+    for path, x_train in inputs["training"].items():
+        layer = model.get_submodule(path)
+        with torch.no_grad():
+            flips += int((layer._input(x_train) != layer._input(inputs["halved"][path])).sum())
+        total += x_train.numel()
+    top5 = lambda y: set(y.topk(5).indices.flatten().tolist())  # noqa: E731
+    return (f"With `float16_weights=True` (stem, 1x1 shortcut and head weights rounded to float16, everything "
+            f"computed in float32): max |logit difference| vs the training model "
+            f"{(half - logits).abs().max().item():.2e} (float32 export: {(full - logits).abs().max().item():.2e}; "
+            f"logits up to {logits.abs().max().item():.2f}), top-1 class "
+            f"{'the same' if half.argmax() == logits.argmax() else 'different'}, {len(top5(half) & top5(logits))} of "
+            f"the top-5 classes shared. The rounding moves values by up to 2^-11 relative, so {flips:,} of the "
+            f"{total:,} binary-layer inputs change sign (random weights and statistics, not a trained network: "
+            f"these numbers are what this stand-in gives, a trained network's margins are not measured here). "
+            f"`tests/test_deploy_export.py` checks each FP layer's error is within one float16 rounding of its "
+            f"weights and that a saved file reproduces the in-memory export bit for bit.")
 
 
 def plot(conv_rows: List[list], e2e_rows: List[list], parts: Dict[str, Dict[int, float]], path: Path) -> None:
@@ -309,6 +355,7 @@ def main() -> None:
     layer_rows = binary_layers(model, exported, x, args.reps)
     with tempfile.TemporaryDirectory() as tmp:
         size_rows = sizes(Path(tmp))
+    half_agreement = float16_agreement(model, x)
     torch.set_num_threads(threads)
 
     part_rows = [[label] + [round(parts[name][i], 2) for name in parts] for i, label in enumerate(PARTS)]
@@ -337,7 +384,12 @@ def main() -> None:
         format_table(["Layer", "Input -> output channels", "fp32 conv+BN", "pack", "popcount", "epilogue",
                       "packed total", "speed-up"], layer_rows, markdown=True),
         "## Stored size, ES ReActNet-ResNet-18 (tau 2, 1000 classes)",
-        format_table(["What", "Bytes", "fp32 / this"], size_rows, markdown=True),
+        "Full-precision weights stored as float32 (`export(model)`) or float16 (`export(model, "
+        "float16_weights=True)`, `tools/export.py --float16-weights`): conv kernels and linear matrices of the stem, "
+        "the 1x1 shortcuts and the head; biases, norms, shifts and the packed layers' scales stay float32.",
+        format_table(["What", "Bytes (fp32 weights)", "fp32 / this", "Bytes (fp16 weights)", "fp32 / this"],
+                     size_rows, markdown=True),
+        half_agreement,
     ]
     if args.out:
         sections.insert(2, f"![deploy]({args.out.with_suffix('.png').name})")

@@ -78,7 +78,7 @@ class _PackedBinary(nn.Module):
     """Shared state: packed weights, the replicated affine epilogue, the optional RSign shift and reorder."""
 
     def _init_packed(self, layer: nn.Module, bn: Optional[nn.Module], path: str, groups: int,
-                     perm: Optional[Tensor]) -> None:
+                     perm: Optional[Tensor], values: bool) -> None:
         super().__init__()
         if not layer.is_binary:
             raise ValueError(f"export: {path} ({layer._describe()}): not binary (activation binarizer "
@@ -88,7 +88,11 @@ class _PackedBinary(nn.Module):
             raise ValueError(f"export: {path}: {bn!r} cannot be folded into the binary layer "
                              f"(needs a batch norm with running statistics over {layer.out_width} channels)")
         shift = _activation_shift(layer, path)
-        binary, scale = _binary_weight(layer, path)
+        if values:
+            binary, scale = _binary_weight(layer, path)
+        else:  # shapes only: the tensors come from a file (esbnn_plugins.deploy.restore)
+            binary = torch.ones_like(layer.weight, dtype=torch.float64)
+            scale = torch.ones(len(binary), dtype=torch.float64)
         signs = binary if binary.dim() == 4 else binary[:, :, None, None]
         scale_out, bias_out = _affine(layer, scale, bn)
         self.path = path
@@ -119,17 +123,31 @@ class _PackedBinary(nn.Module):
 
 
 class PackedBinaryConv2d(_PackedBinary):
-    """Deployed :class:`ESBinaryConv2d` (+ its BN): float32 NCHW in, float32 NCHW (``R*K`` channels) out."""
+    """Deployed :class:`ESBinaryConv2d` (+ its BN): float32 NCHW in, float32 NCHW (``R*K`` channels) out.
 
-    def __init__(self, layer: ESBinaryConv2d, bn: Optional[nn.Module] = None, path: str = "") -> None:
+    ``path`` names the layer in errors; ``values=False`` builds the shapes only (tensors loaded later).
+    """
+
+    def __init__(self, layer: ESBinaryConv2d, bn: Optional[nn.Module] = None, path: str = "",
+                 values: bool = True) -> None:
         perm = None
         if layer.groups > 1 and layer.expand_ratio > 1:  # ESConv2d._group_major as an index
             perm = torch.arange(layer.in_width).view(layer.es_groups, layer.expand_ratio, layer.groups, -1)
             perm = perm.transpose(1, 2).reshape(-1)
-        self._init_packed(layer, bn, path, layer.groups * layer.es_groups, perm)
+        self._init_packed(layer, bn, path, layer.groups * layer.es_groups, perm, values)
         self.kernel_size, self.stride, self.dilation = layer.kernel_size, layer.stride, layer.dilation
         self.padding_mode = layer.padding_mode
         self.pad_lrtb = tuple(layer._reversed_padding_repeated_twice)  # F.pad order: left, right, top, bottom
+
+    def accumulate(self, x: Tensor) -> Tensor:
+        """The int32 XNOR-popcount accumulations ``(N, K, H', W')`` of a 4-D input (before the epilogue)."""
+        self._check(x, 1, "dim 1")
+        left, right, top, bottom = self.pad_lrtb
+        if self.padding_mode != "zeros":  # ±1 padding: pad before the sign, which commutes with copying values
+            x = F.pad(x, list(self.pad_lrtb), mode=self.padding_mode)
+            top = bottom = left = right = 0
+        return binary_conv2d(pack_signs(x, self.groups, self.shift, self.perm), self.weight_bits, self.kernels,
+                             self.group_channels, self.stride, (top, bottom, left, right), self.dilation)
 
     def forward(self, x: Tensor) -> Tensor:
         unbatched = x.dim() == 3
@@ -138,14 +156,7 @@ class PackedBinaryConv2d(_PackedBinary):
         elif x.dim() != 4:
             raise ValueError(f"PackedBinaryConv2d at {self.path!r}: expected a 3-D or 4-D input, got shape "
                              f"{tuple(x.shape)}")
-        self._check(x, 1, "dim 1")
-        left, right, top, bottom = self.pad_lrtb
-        if self.padding_mode != "zeros":  # ±1 padding: pad before the sign, which commutes with copying values
-            x = F.pad(x, list(self.pad_lrtb), mode=self.padding_mode)
-            top = bottom = left = right = 0
-        acc = binary_conv2d(pack_signs(x, self.groups, self.shift, self.perm), self.weight_bits, self.kernels,
-                            self.group_channels, self.stride, (top, bottom, left, right), self.dilation)
-        out = self._epilogue(acc)
+        out = self._epilogue(self.accumulate(x))
         return out.squeeze(0) if unbatched else out
 
     def extra_repr(self) -> str:
@@ -154,17 +165,21 @@ class PackedBinaryConv2d(_PackedBinary):
 
 
 class PackedBinaryLinear(_PackedBinary):
-    """Deployed :class:`ESBinaryLinear` (block-diagonal for ``es_groups > 1``): features in the last dim."""
+    """Deployed :class:`ESBinaryLinear` (+ its BN1d; block-diagonal for ``es_groups > 1``): features in the
+    last dim. Arguments as :class:`PackedBinaryConv2d`."""
 
-    def __init__(self, layer: ESBinaryLinear, path: str = "") -> None:
-        self._init_packed(layer, None, path, layer.es_groups, None)
+    def __init__(self, layer: ESBinaryLinear, bn: Optional[nn.Module] = None, path: str = "",
+                 values: bool = True) -> None:
+        self._init_packed(layer, bn, path, layer.es_groups, None, values)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def accumulate(self, x: Tensor) -> Tensor:
+        """The int32 XNOR-popcount accumulations ``(rows, K, 1, 1)`` of the input's rows (before the epilogue)."""
         if x.dim() < 1:
             raise ValueError(f"PackedBinaryLinear at {self.path!r}: expected at least a 1-D input, got a scalar")
         self._check(x, -1, "the last dim")
-        lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_width, 1, 1)
-        acc = binary_conv2d(pack_signs(flat, self.groups, self.shift), self.weight_bits, self.kernels,
-                            self.group_channels)
-        return self._epilogue(acc).view(*lead, -1)
+        return binary_conv2d(pack_signs(flat, self.groups, self.shift), self.weight_bits, self.kernels,
+                             self.group_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._epilogue(self.accumulate(x)).view(*x.shape[:-1], -1)
