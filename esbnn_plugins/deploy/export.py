@@ -232,6 +232,18 @@ def read_header(path: Union[str, Path]) -> dict:
     return _parse(Path(path), Path(path).read_bytes())
 
 
+def read_framework(path: Union[str, Path], name: str, reader: str, what: str) -> dict:
+    """The header of a :func:`save_state` file of framework ``name`` (its ``framework`` entry checked); any
+    other deploy file is an error of ``reader`` saying what the file holds and which loader reads it."""
+    header = read_header(path)
+    framework = header.get("framework") or {}
+    if framework.get("name") != name:
+        kind = f"a {framework.get('name')} model" if framework else "a self-contained model"
+        raise ValueError(f"{reader}: {str(path)!r} holds {kind} ({header.get('architecture')}), not {what}; "
+                         f"load it with {framework.get('loader', 'esbnn_plugins.deploy.load')}")
+    return header
+
+
 def _parse(path: Path, data: bytes) -> dict:
     """The deploy header of a safetensors file's bytes, every structural problem a ``ValueError``."""
     where = f"load: {str(path)!r}"

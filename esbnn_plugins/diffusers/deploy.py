@@ -37,10 +37,5 @@ def save_unet(exported: ESBinarySRUNet, path: Union[str, Path], extra: Optional[
 def load_unet(path: Union[str, Path]) -> ESBinarySRUNet:
     """The UNet of a :func:`save_unet` file (eval mode, packed binary convs), e.g. for
     ``ESBinarySRPipeline(load_unet(path), upscale_factor=...)``."""
-    header = deploy.read_header(path)
-    framework = header.get("framework") or {}
-    if framework.get("name") != FRAMEWORK:
-        kind = f"a {framework.get('name')} model" if framework else "a self-contained model"
-        raise ValueError(f"load_unet: {str(path)!r} holds {kind} ({header.get('architecture')}), not an "
-                         f"ESBinarySRUNet; load it with {framework.get('loader', 'esbnn_plugins.deploy.load')}")
-    return deploy.restore(ESBinarySRUNet.from_config(framework["config"]), path)
+    config = deploy.read_framework(path, FRAMEWORK, "load_unet", "an ESBinarySRUNet")["framework"]["config"]
+    return deploy.restore(ESBinarySRUNet.from_config(config), path)

@@ -53,12 +53,8 @@ def _plain(value):
 def load_detector(path: Union[str, Path], device: str = "cpu") -> nn.Module:
     """The detector of a :func:`save_detector` file, ready for ``inference_detector`` (``cfg`` and
     ``dataset_meta`` set, eval mode, packed binary layers)."""
-    header = deploy.read_header(path)
-    framework = header.get("framework") or {}
-    if framework.get("name") != FRAMEWORK:
-        kind = f"a {framework.get('name')} model" if framework else "a self-contained model"
-        raise ValueError(f"load_detector: {str(path)!r} holds {kind} ({header.get('architecture')}), not an "
-                         f"MMDetection detector; load it with {framework.get('loader', 'esbnn_plugins.deploy.load')}")
+    header = deploy.read_framework(path, FRAMEWORK, "load_detector", "an MMDetection detector")
+    framework = header["framework"]
     cfg = Config.fromstring(framework["config"], ".py")
     init_default_scope(cfg.get("default_scope", "mmdet"))
     if "init_cfg" in cfg.model.get("backbone", {}):
