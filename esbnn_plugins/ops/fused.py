@@ -57,16 +57,22 @@ class _ReplicatedAffineAct(torch.autograd.Function):
         replicas = scale.numel() // k
         grad = grad.contiguous()
         grad_out_shift = _channel_sum(grad) if has_out_shift and ctx.needs_input_grad[5] else None
+        scratch = None  # one widened temporary, reused: fresh allocations of large tensors are slow on CPU
         grad_slope = None
         if slope is not None:  # PReLU backward from cheap elementwise passes (no bool masks, slow on CPU)
             negative = a.clamp(max=0)
             if ctx.needs_input_grad[4]:
-                grad_slope = _channel_sum(grad * negative)
+                scratch = torch.mul(grad, negative)
+                grad_slope = _channel_sum(scratch)
             slope = slope.reshape(1, -1, 1, 1)
-            grad = grad * torch.addcmul(torch.ones_like(slope), negative.sign_(), 1 - slope)  # 1 or slope
+            grad = negative.sign_().mul_(1 - slope).add_(1).mul_(grad)  # d prelu / d a: 1, or slope below 0
         wide = grad.view(n, replicas, k, h, w)
         grad_shift = _channel_sum(grad) if ctx.needs_input_grad[2] else None
-        grad_scale = (wide * v.unsqueeze(1)).sum((0, 3, 4)).view(-1) if ctx.needs_input_grad[1] else None
+        grad_scale = None
+        if ctx.needs_input_grad[1]:
+            product = wide * v.unsqueeze(1) if scratch is None else torch.mul(wide, v.unsqueeze(1), out=scratch.view_as(wide))
+            grad_scale = _channel_sum(product.view_as(grad))
+        del scratch
         grad_v = None
         if ctx.needs_input_grad[0]:
             per_replica = scale.view(replicas, k, 1, 1)
