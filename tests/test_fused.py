@@ -110,3 +110,32 @@ def test_replicated_affine_act_gradcheck():
     expected = F.prelu(v.repeat(1, 4, 1, 1) * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1) + residual, slope)
     torch.testing.assert_close(replicated_affine_act(v, scale, shift, residual, slope, out_shift),
                                expected + out_shift.view(1, -1, 1, 1))
+
+
+@pytest.mark.parametrize("in_ch,out_ch,stride", [(8, 8, 1), (8, 16, 2)])
+@pytest.mark.parametrize("tau,g", [(1, 1), (2, 1), (2, 2)])
+def test_fused_reactnet_block_matches_the_modules(in_ch, out_ch, stride, tau, g):
+    from esbnn_plugins.models import ReActBlock
+    from esbnn_plugins.ops import concat
+
+    torch.manual_seed(0)
+    block = ReActBlock(in_ch, out_ch, stride, tau, g)
+    with torch.no_grad():
+        for p in block.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.2)
+    plain = copy.deepcopy(block)
+
+    def modules(b, x):
+        x = b.act1(b.bn1(b.conv3x3(x)) + b.shortcut(x))
+        return b.act2(concat([bn(conv(x)) + x for conv, bn in zip(b.pointwise, b.bn2)], tau, g))
+
+    x = torch.randn(3, in_ch * tau * g, 6, 6)
+    out, gx, grads = run(lambda b, v: b(v), block, x)
+    ref, gx_ref, grads_ref = run(modules, plain, x)
+    if tau == g == 1:
+        assert torch.equal(out, ref) and torch.equal(gx, gx_ref)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, grads_ref[name], rtol=1e-4, atol=1e-5, msg=name)

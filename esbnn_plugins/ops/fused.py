@@ -36,22 +36,19 @@ class _ReplicatedAffineAct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, v: Tensor, scale: Tensor, shift: Tensor, residual: Optional[Tensor], slope: Optional[Tensor],
                 out_shift: Optional[Tensor]) -> Tensor:
-        n, k, h, w = v.shape
-        replicas = scale.numel() // k
-        a = torch.addcmul(shift.view(1, replicas, k, 1, 1), v.unsqueeze(1), scale.view(1, replicas, k, 1, 1))
-        a = a.view(n, replicas * k, h, w)
-        if residual is not None:
-            a.add_(residual)
+        a = _pre_activation(v, scale, shift, residual)
         out = a if slope is None else torch._prelu_kernel(a, slope.reshape(1, -1, 1, 1))
         if out_shift is not None:
             out = out.add_(out_shift.view(1, -1, 1, 1)) if slope is not None else out + out_shift.view(1, -1, 1, 1)
-        ctx.save_for_backward(v, scale, slope, a if slope is not None else None)
+        # the PReLU input is recomputed in backward: the residual is mostly the block input, which the
+        # binary conv's binarizer keeps anyway, so this holds one widened tensor less
+        ctx.save_for_backward(v, scale, shift, residual, slope)
         ctx.flags = (residual is not None, out_shift is not None)
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        v, scale, slope, a = ctx.saved_tensors
+        v, scale, shift, residual, slope = ctx.saved_tensors
         has_residual, has_out_shift = ctx.flags
         n, k, h, w = v.shape
         replicas = scale.numel() // k
@@ -60,7 +57,7 @@ class _ReplicatedAffineAct(torch.autograd.Function):
         scratch = None  # one widened temporary, reused: fresh allocations of large tensors are slow on CPU
         grad_slope = None
         if slope is not None:  # PReLU backward from cheap elementwise passes (no bool masks, slow on CPU)
-            negative = a.clamp(max=0)
+            negative = _pre_activation(v, scale, shift, residual).clamp_(max=0)
             if ctx.needs_input_grad[4]:
                 scratch = torch.mul(grad, negative)
                 grad_slope = _channel_sum(scratch)
@@ -80,6 +77,15 @@ class _ReplicatedAffineAct(torch.autograd.Function):
             for r in range(1, replicas):
                 grad_v.addcmul_(wide[:, r], per_replica[r])
         return grad_v, grad_scale, grad_shift, grad if has_residual else None, grad_slope, grad_out_shift
+
+
+def _pre_activation(v: Tensor, scale: Tensor, shift: Tensor, residual: Optional[Tensor]) -> Tensor:
+    """``v.repeat(1, R, 1, 1) * scale + shift + residual`` written once into a new widened tensor."""
+    n, k, h, w = v.shape
+    replicas = scale.numel() // k
+    a = torch.addcmul(shift.view(1, replicas, k, 1, 1), v.unsqueeze(1), scale.view(1, replicas, k, 1, 1))
+    a = a.view(n, replicas * k, h, w)
+    return a if residual is None else a.add_(residual)
 
 
 def _channel_sum(x: Tensor) -> Tensor:
@@ -128,13 +134,14 @@ def _plain(module: nn.Module) -> bool:
     return not any(getattr(module, name) for name in _MODULE_HOOKS)
 
 
-def fused_conv_bn_act(conv: ESConv2d, bn: nn.Module, act: nn.Module, x: Tensor,
+def fused_conv_bn_act(conv: ESConv2d, bn: nn.Module, act: Optional[nn.Module], x: Tensor,
                       residual: Optional[Tensor]) -> Optional[Tensor]:
-    """``act(bn(conv(x)) + residual)`` through :func:`replicated_batch_norm` and :func:`replicated_affine_act`,
-    or ``None`` where that would not be the same computation: ``conv`` does not replicate (``tau = g = 1``) or
-    has a bias, ``bn`` is not exactly ``nn.BatchNorm2d`` (SyncBN, GroupNorm, ...), ``act`` is not
-    ``RPReLU``, ``nn.PReLU`` or ``nn.Identity``, a hook is registered on any of the three (the analysis tools
-    read their outputs), autocast is on, or ``x`` is not a batched 4-D input."""
+    """``act(bn(conv(x)) + residual)`` (no ``act`` if ``None``) through :func:`replicated_batch_norm` and
+    :func:`replicated_affine_act`, or ``None`` where that would not be the same computation: ``conv`` does not
+    replicate (``tau = g = 1``) or has a bias, ``bn`` is not exactly ``nn.BatchNorm2d`` (SyncBN, GroupNorm,
+    ...), ``act`` is not ``RPReLU``, ``nn.PReLU`` or ``nn.Identity``, a hook is registered on any of them (the
+    analysis tools read their outputs), autocast is on, or ``x`` is not a batched 4-D input."""
+    act = nn.Identity() if act is None else act
     if (conv.replicas == 1 or conv.bias is not None or type(bn) is not nn.BatchNorm2d
             or type(act) not in (RPReLU, nn.PReLU, nn.Identity) or x.dim() != 4
             or torch.is_autocast_enabled(x.device.type)
