@@ -67,7 +67,8 @@ class _ReplicatedAffineAct(torch.autograd.Function):
         grad_shift = _channel_sum(grad) if ctx.needs_input_grad[2] else None
         grad_scale = None
         if ctx.needs_input_grad[1]:
-            product = wide * v.unsqueeze(1) if scratch is None else torch.mul(wide, v.unsqueeze(1), out=scratch.view_as(wide))
+            out = None if scratch is None else scratch.view_as(wide)
+            product = torch.mul(wide, v.unsqueeze(1), out=out)
             grad_scale = _channel_sum(product.view_as(grad))
         del scratch
         grad_v = None
