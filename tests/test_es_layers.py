@@ -142,3 +142,23 @@ def test_bad_config_and_input_errors_name_the_layer():
         reduce(torch.randn(1, 10, 2, 2), 2, 2)
     with pytest.raises(ValueError, match=r"mode must be one of"):
         ESReduce(2, mode="max")
+
+
+@pytest.mark.parametrize("tau,g", [(2, 2), (1, 4), (2, 4)])
+def test_es_group_conv_weight_gradient_group_by_group_matches_grouped_conv(tau, g):
+    """Few kernels per ES group: the weight gradient is computed per group; same numbers as the grouped conv."""
+    from esbnn_plugins.ops.es_layers import SPLIT_BELOW_KERNELS
+
+    layer = ESConv2d(8, 8, 3, stride=2, padding=1, bias=False, expand_ratio=tau, es_groups=g)
+    assert layer.weight.shape[0] // g < SPLIT_BELOW_KERNELS
+    x = torch.randn(2, 8 * tau * g, 7, 7)
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    weight = layer.weight.detach().clone().requires_grad_(True)
+    out = layer(x1)
+    ref = F.conv2d(x2, weight, None, 2, 1, 1, g).repeat(1, tau * tau * g, 1, 1)
+    assert torch.equal(out, ref)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    ref.backward(grad)
+    torch.testing.assert_close(x1.grad, x2.grad)
+    torch.testing.assert_close(layer.weight.grad, weight.grad, rtol=1e-5, atol=1e-5)

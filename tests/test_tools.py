@@ -35,7 +35,8 @@ def test_bad_variant_is_a_clear_cli_error():
 
 def test_profile_tool(tmp_path):
     out = run_tool("tools/profile_es.py", "--variants", "1", "2", "--batch", "2", "--input-size", "8", "--steps", "1",
-                   "--top", "4", "--threads", "1", "--out", str(tmp_path / "speed.md"))
-    assert "ES tau=2 / baseline" in out and "aten::convolution_backward" in out
+                   "--top", "4", "--threads", "1", "--before", str(ROOT), "--out", str(tmp_path / "speed.md"))
+    assert "ES tau=2 / baseline" in out and "aten::convolution_backward" in out and "before / baseline" in out
     text = (tmp_path / "speed.md").read_text()
-    assert "ResNet-20, 8x8x1, batch 2, 1 threads, eager, best of 1 steps" in text and "| total (profiled) |" in text
+    assert "ResNet-20, 8x8x1, batch 2, 1 thread(s), median of 1 interleaved rounds" in text
+    assert "| total (profiled) |" in text and "Saved for backward (MiB)" in text

@@ -1,52 +1,115 @@
-"""Where the train-step time of ES goes: ``torch.profiler`` top ops of baseline, ES and ES+G side by side.
+"""What ES costs in training time and memory, and where the time goes: baseline, ES and ES+G side by side.
 
-    python tools/profile_es.py [--depth 20] [--variants 1 2 2x2] [--batch 128] [--threads 2] [--out docs/results/speed.md]
+    python tools/profile_es.py [--depth 20] [--variants 1 2 2x2] [--input-size 28] [--in-channels 1]
+        [--batch 128] [--threads 1] [--steps 5] [--before DIR] [--compile] [--out docs/results/speed.md]
 
-Profiles one training step (forward, backward, Adam) of the binary ResNet per variant after warm-up
-steps, and prints per op the self CPU time of each variant and its ratio to the baseline (the ops
-that take the most time in the widest variant first), plus the whole step's wall time, best of
-``--steps``. With ``--out`` the tables go to that Markdown file.
+Times training steps (forward, backward, Adam) of the binary ResNet of each variant. Every implementation
+and variant runs once per round, ``--steps`` rounds, and each gets its median, so load on the machine
+affects all alike. ``--before DIR`` adds the same networks built by another checkout's ``esbnn_plugins``
+(e.g. ``git worktree add DIR main``) for a before/after table; ``--compile`` adds the current code under
+``torch.compile``. Also reports the memory autograd holds for backward (distinct storages saved in one
+forward: the activations that make up the peak of a training step, plus the weights) and the
+``torch.profiler`` self CPU time per op of one step. With ``--out`` the tables replace this setting's
+section of that Markdown file.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import os
+import statistics
+import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from types import ModuleType
+from typing import Callable, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
+from esbnn_plugins import models as current_models
 from esbnn_plugins.analysis import format_table
-from esbnn_plugins.analysis.variants import add_model_args, build_variants, positive_int
+from esbnn_plugins.analysis.table import write_section
+from esbnn_plugins.analysis.variants import add_model_args, input_size, positive_int, variant_label
+
+Step = Callable[[], None]
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    F.cross_entropy(model(x), y).backward()
-    optimizer.step()
+def load_models(root: Path) -> ModuleType:
+    """``esbnn_plugins.models`` of the checkout at ``root``, imported as package ``esbnn_before``."""
+    package = root / "esbnn_plugins"
+    if not (package / "__init__.py").is_file():
+        raise SystemExit(f"--before: no esbnn_plugins package in {root}")
+    spec = importlib.util.spec_from_file_location("esbnn_before", package / "__init__.py",
+                                                  submodule_search_locations=[str(package)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["esbnn_before"] = module
+    spec.loader.exec_module(module)
+    return importlib.import_module("esbnn_before.models")
 
 
-def profile_variants(models: Dict[str, torch.nn.Module], x: torch.Tensor, steps: int
-                     ) -> Tuple[Dict[str, Dict[str, float]], Dict[str, float]]:
-    """Self CPU time per op (ms) of one profiled step, and the best wall time (ms) of ``steps`` steps."""
-    y = torch.arange(x.shape[0]) % 10
-    per_op, wall = {}, {}
-    for label, model in models.items():
-        model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        train_step(model, optimizer, x, y)  # warm-up
-        times = []
-        for _ in range(steps):
+def build(models: ModuleType, args: argparse.Namespace) -> Dict[str, torch.nn.Module]:
+    """One network per variant, each initialised from ``--seed``."""
+    networks = {}
+    for expand_ratio, es_groups in args.variants:
+        torch.manual_seed(args.seed)
+        networks[variant_label(expand_ratio, es_groups)] = models.ESBinaryResNet(
+            depth=args.depth, in_channels=args.in_channels, expand_ratio=expand_ratio, es_groups=es_groups,
+            num_classes=10)
+    return networks
+
+
+def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, compiled: bool) -> Step:
+    """A training step (forward, cross-entropy, backward, Adam) of ``model``, run once (warm-up, compilation)."""
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    forward = torch.compile(model) if compiled else model
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(forward(x), y).backward()
+        optimizer.step()
+
+    step()
+    return step
+
+
+def interleaved_medians(steps: Dict[Tuple[str, str], Step], rounds: int) -> Dict[Tuple[str, str], float]:
+    """Median wall time (ms) of each step over ``rounds`` rounds that run every step once."""
+    times: Dict[Tuple[str, str], List[float]] = {key: [] for key in steps}
+    for _ in range(rounds):
+        for key, step in steps.items():
             start = time.perf_counter()
-            train_step(model, optimizer, x, y)
-            times.append(time.perf_counter() - start)
-        wall[label] = min(times) * 1e3
+            step()
+            times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(values) * 1e3 for key, values in times.items()}
+
+
+def saved_for_backward_mb(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """MiB of the distinct storages autograd saves in one training forward of ``model``."""
+    storages: Dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(x)
+    return sum(storages.values()) / 2 ** 20
+
+
+def self_cpu_per_op(steps: Dict[str, Step]) -> Dict[str, Dict[str, float]]:
+    """Self CPU time per op (ms) of one profiled step of each network."""
+    per_op = {}
+    for label, step in steps.items():
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            train_step(model, optimizer, x, y)
+            step()
         per_op[label] = {event.key: event.self_cpu_time_total / 1e3 for event in prof.key_averages()}
-    return per_op, wall
+    return per_op
 
 
 def op_table(per_op: Dict[str, Dict[str, float]], top: int) -> Tuple[List[str], List[list]]:
@@ -67,31 +130,59 @@ def main() -> None:
     add_model_args(parser, size=28)
     parser.add_argument("--in-channels", type=positive_int, default=1, help="image channels (default: 1)")
     parser.add_argument("--batch", type=positive_int, default=128, help="batch size (default: 128)")
-    parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads (default: 2)")
-    parser.add_argument("--steps", type=positive_int, default=5, help="timed steps per variant (default: 5)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default: 1)")
+    parser.add_argument("--steps", type=positive_int, default=5,
+                        help="timed rounds, each running every implementation and variant once (default: 5)")
     parser.add_argument("--top", type=positive_int, default=15, help="ops listed (default: 15)")
-    parser.add_argument("--out", type=Path, help="write the tables as Markdown to this file")
+    parser.add_argument("--before", type=Path, help="checkout whose esbnn_plugins is timed as 'before'")
+    parser.add_argument("--compile", action="store_true", help="also time the current code under torch.compile")
+    parser.add_argument("--out", type=Path, help="write the tables as Markdown to this file (own section)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    size = args.input_size
+    size = input_size(args)
     x = torch.randn(args.batch, args.in_channels, size, size)
-    models = build_variants(args.depth, args.variants, args.seed, in_channels=args.in_channels)
-    per_op, wall = profile_variants(models, x, args.steps)
-    headers, rows = op_table(per_op, args.top)
-    base = next(iter(wall.values()))
-    step_headers = ["Network", "Train step (ms)", "Ratio"]
-    step_rows = [[label, ms, ms / base] for label, ms in wall.items()]
-    title = (f"ResNet-{args.depth}, {size}x{size}x{args.in_channels}, batch {args.batch}, {args.threads} threads, "
-             f"eager, best of {args.steps} steps")
-    print(f"\n{title}\n{format_table(step_headers, step_rows)}\n\n{format_table(headers, rows)}")
+    y = torch.arange(args.batch) % 10
+    implementations = {"now": (current_models, False)}
+    if args.before is not None:
+        implementations = {"before": (load_models(args.before), False), **implementations}
+    if args.compile:
+        implementations["now, compiled"] = (current_models, True)
+    load = os.getloadavg()[0]
+    networks = {name: build(models, args) for name, (models, _) in implementations.items()}
+    steps = {(name, label): train_step(model, x, y, implementations[name][1])
+             for name, nets in networks.items() for label, model in nets.items()}
+    wall = interleaved_medians(steps, args.steps)
+    saved = {label: saved_for_backward_mb(model, x) for label, model in networks["now"].items()}
+    per_op = {name: self_cpu_per_op({label: steps[name, label] for label in networks[name]})
+              for name in implementations if name != "now, compiled"}
+    load = max(load, os.getloadavg()[0])
+
+    labels = list(networks["now"])
+    step_headers = ["Network"] + [h for name in implementations for h in (f"{name} (ms)", f"{name} / baseline")]
+    step_rows = [[label] + [v for name in implementations
+                            for v in (wall[name, label], wall[name, label] / wall[name, labels[0]])]
+                 for label in labels]
+    memory_headers = ["Network", "Saved for backward (MiB)", "Ratio"]
+    memory_rows = [[label, saved[label], saved[label] / saved[labels[0]]] for label in labels]
+    title = (f"ResNet-{args.depth}, {size}x{size}x{args.in_channels}, batch {args.batch}, {args.threads} thread(s), "
+             f"median of {args.steps} interleaved rounds")
+    tables = [(name, *op_table(ops, args.top)) for name, ops in per_op.items()]
+    print(f"\n{title} (load average up to {load:.1f})\n{format_table(step_headers, step_rows)}\n\n"
+          f"{format_table(memory_headers, memory_rows)}")
+    for name, headers, rows in tables:
+        print(f"\n{name}:\n{format_table(headers, rows)}")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            f"# Where the train-step time of ES goes\n\nWritten by `tools/profile_es.py` on "
-            f"{time.strftime('%Y-%m-%d')}: {title}.\n\n{format_table(step_headers, step_rows, markdown=True)}\n\n"
-            f"Self CPU time per op of one profiled step (`torch.profiler`), the ops that take the most time in "
-            f"the widest variant first:\n\n{format_table(headers, rows, markdown=True)}\n")
+        body = (f"## {title}\n\nWritten by `tools/profile_es.py` on {time.strftime('%Y-%m-%d')}, load average up "
+                f"to {load:.1f} on {os.cpu_count()} CPUs. Train step (forward, backward, Adam), median ms:\n\n"
+                f"{format_table(step_headers, step_rows, markdown=True)}\n\n"
+                f"Memory autograd holds for backward (distinct saved storages of one forward, weights included):\n\n"
+                f"{format_table(memory_headers, memory_rows, markdown=True)}\n")
+        for name, headers, rows in tables:
+            body += (f"\nSelf CPU time per op of one profiled step (`torch.profiler`), {name}; the ops that take "
+                     f"the most time in the widest variant first:\n\n{format_table(headers, rows, markdown=True)}\n")
+        key = f"resnet{args.depth}-{size}x{size}x{args.in_channels}-batch{args.batch}-threads{args.threads}"
+        write_section(args.out, key, body, title="What ES costs in training time and memory")
         print(f"wrote {args.out}")
 
 

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ..ops import ESBinaryConv2d, RPReLU, concat
 from ..ops.binarizers import BinarizerCfg
+from ..ops.fused import fused_conv_bn_act
 from .base import ESNetwork, NormLayer, shortcut_pool
 
 MOBILENET_WIDTHS: Tuple[int, ...] = (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
@@ -38,7 +39,8 @@ def mobilenet_layout(name: str, widths: Sequence[int]) -> List[Tuple[int, int, i
 
 
 class ReActBlock(nn.Module):
-    """One ReActNet-A block at width ``channels * tau * g``."""
+    """One ReActNet-A block at width ``channels * tau * g``; with ES, conv -> BN -> + shortcut (-> RPReLU)
+    takes the fused path of :func:`~esbnn_plugins.ops.fused.fused_conv_bn_act` where it applies."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, expand_ratio: int = 1,
                  es_groups: int = 1, act_binarizer: BinarizerCfg = "rsign",
@@ -58,8 +60,17 @@ class ReActBlock(nn.Module):
         self.act2 = RPReLU(out_channels * expand_ratio * es_groups)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.act1(self.bn1(self.conv3x3(x)) + self.shortcut(x))
-        outs = [bn(conv(x)) + x for conv, bn in zip(self.pointwise, self.bn2)]
+        residual = self.shortcut(x)
+        fused = fused_conv_bn_act(self.conv3x3, self.bn1, self.act1, x, residual)
+        x = fused if fused is not None else self.act1(self.bn1(self.conv3x3(x)) + residual)
+        if len(self.pointwise) == 1:
+            fused = fused_conv_bn_act(self.pointwise[0], self.bn2[0], self.act2, x, x)
+            if fused is not None:
+                return fused
+        outs = []
+        for conv, bn in zip(self.pointwise, self.bn2):
+            fused = fused_conv_bn_act(conv, bn, None, x, x)
+            outs.append(fused if fused is not None else bn(conv(x)) + x)
         return self.act2(concat(outs, self.expand_ratio, self.es_groups))
 
 

@@ -12,6 +12,7 @@ from typing import Dict, Optional, Sequence
 from torch import Tensor, nn
 
 from ..ops import ESBinaryConv2d, ESConv2d, RPReLU
+from ..ops.fused import fused_conv_bn_act
 from ..ops.binarizers import BinarizerCfg
 from .base import ESNetwork, NormLayer, shortcut_pool
 
@@ -38,7 +39,12 @@ def build_block_activation(name: str, channels: int) -> nn.Module:
 
 
 class ESBinaryUnit(nn.Module):
-    """Binary 3x3 ES conv -> BN -> + shortcut -> activation, all at width ``channels * tau * g``."""
+    """Binary 3x3 ES conv -> BN -> + shortcut -> activation, all at width ``channels * tau * g``.
+
+    With ES, a plain ``nn.BatchNorm2d`` and an (R)PReLU or identity activation, the forward takes the fused
+    path of :func:`~esbnn_plugins.ops.fused.fused_conv_bn_act` (same computation, without materialising
+    the replicate); otherwise, and always at ``tau = g = 1``, it runs the modules as written.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, expand_ratio: int = 1,
                  es_groups: int = 1, act_binarizer: BinarizerCfg = "approx_sign",
@@ -59,7 +65,9 @@ class ESBinaryUnit(nn.Module):
         self.activation = build_block_activation(activation, width)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.activation(self.bn(self.conv(x)) + self.shortcut(x))
+        residual = self.shortcut(x)
+        fused = fused_conv_bn_act(self.conv, self.bn, self.activation, x, residual)
+        return fused if fused is not None else self.activation(self.bn(self.conv(x)) + residual)
 
 
 class ESBinaryResNet(ESNetwork):

@@ -52,6 +52,41 @@ def _pair_of(owner: str, name: str, value, minimum: int) -> Tuple[int, int]:
     return pair  # type: ignore[return-value]
 
 
+SPLIT_BELOW_KERNELS = 8
+"""ES group convs with fewer kernels per group than this compute their weight gradient group by group."""
+
+
+class _SplitWeightGradConv(torch.autograd.Function):
+    """Group conv whose weight gradient is computed one group at a time (dense convs).
+
+    oneDNN's grouped weight gradient is several times slower than the dense ones when each group has few
+    kernels (ES+G's first stages: ``out/(tau*g)`` kernels per group); forward and input gradient stay grouped.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, stride: Tuple[int, int], padding: Tuple[int, int],
+                dilation: Tuple[int, int], groups: int) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.conv = (list(stride), list(padding), list(dilation), groups)
+        return F.conv2d(x, weight, None, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv
+        backward = torch.ops.aten.convolution_backward
+        grad_input = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_input = backward(grad, x, weight, None, stride, padding, dilation, False, [0, 0], groups,
+                                  [True, False, False])[0]
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.cat([
+                backward(g.contiguous(), xg.contiguous(), wg, None, stride, padding, dilation, False, [0, 0], 1,
+                         [False, True, False])[1]
+                for g, xg, wg in zip(grad.chunk(groups, 1), x.chunk(groups, 1), weight.chunk(groups, 0))])
+        return grad_input, grad_weight, None, None, None, None
+
+
 class _ExpandShrink(nn.Module):
     """Shared shape logic, parameters and replication of the ES layers."""
 
@@ -176,8 +211,11 @@ class ESConv2d(_ExpandShrink):
         if padding is None and self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = (0, 0)
-        return F.conv2d(x, weight, None, self.stride, self.padding if padding is None else padding,
-                        self.dilation, self.groups * self.es_groups)
+        padding = self.padding if padding is None else padding
+        if (self.groups == 1 and self.es_groups > 1 and weight.shape[0] // self.es_groups < SPLIT_BELOW_KERNELS
+                and not isinstance(padding, str) and weight.requires_grad and torch.is_grad_enabled()):
+            return _SplitWeightGradConv.apply(x, weight, self.stride, padding, self.dilation, self.es_groups)
+        return F.conv2d(x, weight, None, self.stride, padding, self.dilation, self.groups * self.es_groups)
 
     def _weight(self) -> Tensor:
         return self.weight

@@ -1,0 +1,160 @@
+"""The ES epilogue without materialising the replicate (METHOD.md section 2, issue 12).
+
+An ES conv computes ``out/tau`` unique channels and copies them ``tau*tau*g`` times; the BN after it
+normalises each copy with its own affine. The batch statistics of identical copies are those of their
+unique channel, so the normalisation runs on the unique channels and only the per-channel affine, the
+residual add and the block's (R)PReLU touch the widened tensor, in one fused autograd op
+(:func:`replicated_affine_act`) instead of repeat, BN, add, shift, PReLU and shift, each a pass over the
+widened tensor forward and backward. :func:`fused_conv_bn_act` is the fast path a block takes for
+``act(bn(conv(x)) + residual)`` when the pieces are the plain modules it knows, else it returns ``None``
+and the block runs its modules as written; ``tau = g = 1`` always takes the modules (bit-exact baseline).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules import module as _module
+
+from .binarizers import RPReLU
+from .es_layers import ESConv2d
+
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks")
+_MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+class _ReplicatedAffineAct(torch.autograd.Function):
+    """``out = prelu(repeat(v) * scale + shift + residual, slope) + out_shift``; the replicate is a broadcast.
+
+    ``v``: ``(N, K, H, W)``; ``scale``, ``shift`` (and ``slope``, ``out_shift`` when given): ``R*K`` values,
+    widened channel ``r*K + k`` reading unique channel ``k`` (``Tensor.repeat``'s layout).
+    """
+
+    @staticmethod
+    def forward(ctx, v: Tensor, scale: Tensor, shift: Tensor, residual: Optional[Tensor], slope: Optional[Tensor],
+                out_shift: Optional[Tensor]) -> Tensor:
+        a = _pre_activation(v, scale, shift, residual)
+        out = a if slope is None else torch._prelu_kernel(a, slope.reshape(1, -1, 1, 1))
+        if out_shift is not None:
+            out = out.add_(out_shift.view(1, -1, 1, 1)) if slope is not None else out + out_shift.view(1, -1, 1, 1)
+        # the PReLU input is recomputed in backward: the residual is mostly the block input, which the
+        # binary conv's binarizer keeps anyway, so this holds one widened tensor less
+        ctx.save_for_backward(v, scale, shift, residual, slope)
+        ctx.flags = (residual is not None, out_shift is not None)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        v, scale, shift, residual, slope = ctx.saved_tensors
+        has_residual, has_out_shift = ctx.flags
+        n, k, h, w = v.shape
+        replicas = scale.numel() // k
+        grad = grad.contiguous()
+        grad_out_shift = _channel_sum(grad) if has_out_shift and ctx.needs_input_grad[5] else None
+        scratch = None  # one widened temporary, reused: fresh allocations of large tensors are slow on CPU
+        grad_slope = None
+        if slope is not None:  # PReLU backward from cheap elementwise passes (no bool masks, slow on CPU)
+            negative = _pre_activation(v, scale, shift, residual).clamp_(max=0)
+            if ctx.needs_input_grad[4]:
+                scratch = torch.mul(grad, negative)
+                grad_slope = _channel_sum(scratch)
+            slope = slope.reshape(1, -1, 1, 1)
+            grad = negative.sign_().mul_(1 - slope).add_(1).mul_(grad)  # d prelu / d a: 1, or slope below 0
+        wide = grad.view(n, replicas, k, h, w)
+        grad_shift = _channel_sum(grad) if ctx.needs_input_grad[2] else None
+        grad_scale = None
+        if ctx.needs_input_grad[1]:
+            out = None if scratch is None else scratch.view_as(wide)
+            product = torch.mul(wide, v.unsqueeze(1), out=out)
+            grad_scale = _channel_sum(product.view_as(grad))
+        del scratch
+        grad_v = None
+        if ctx.needs_input_grad[0]:
+            per_replica = scale.view(replicas, k, 1, 1)
+            grad_v = wide[:, 0] * per_replica[0]
+            for r in range(1, replicas):
+                grad_v.addcmul_(wide[:, r], per_replica[r])
+        return grad_v, grad_scale, grad_shift, grad if has_residual else None, grad_slope, grad_out_shift
+
+
+def _pre_activation(v: Tensor, scale: Tensor, shift: Tensor, residual: Optional[Tensor]) -> Tensor:
+    """``v.repeat(1, R, 1, 1) * scale + shift + residual`` written once into a new widened tensor."""
+    n, k, h, w = v.shape
+    replicas = scale.numel() // k
+    a = torch.addcmul(shift.view(1, replicas, k, 1, 1), v.unsqueeze(1), scale.view(1, replicas, k, 1, 1))
+    a = a.view(n, replicas * k, h, w)
+    return a if residual is None else a.add_(residual)
+
+
+def _channel_sum(x: Tensor) -> Tensor:
+    """Per-channel sum of an ``(N, C, H, W)`` tensor (two reductions: faster than ``sum((0, 2, 3))`` on CPU)."""
+    return x.flatten(2).sum(2).sum(0)
+
+
+def replicated_affine_act(v: Tensor, scale: Tensor, shift: Tensor, residual: Optional[Tensor] = None,
+                          slope: Optional[Tensor] = None, out_shift: Optional[Tensor] = None) -> Tensor:
+    """``prelu(v.repeat(1, R, 1, 1) * scale + shift + residual, slope) + out_shift`` per widened channel
+    (``R = scale.numel() // v.shape[1]``; ``residual``, ``slope``, ``out_shift`` optional), in one autograd op
+    that never materialises the replicate."""
+    return _ReplicatedAffineAct.apply(v, scale, shift, residual, slope, out_shift)
+
+
+def replicated_batch_norm(bn: nn.BatchNorm2d, unique: Tensor, replicas: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(v, scale, shift)`` with ``bn(unique.repeat(1, replicas, 1, 1)) == v.repeat(...) * scale + shift``.
+
+    With batch statistics (training, or no running statistics) ``v`` is the unique channels normalised by
+    their own statistics, which are every copy's, and ``bn``'s running statistics, ``num_batches_tracked`` and
+    momentum are updated as ``bn.forward`` would; with running statistics ``v`` is ``unique`` and the
+    per-copy running statistics fold into ``scale`` and ``shift``.
+    """
+    width = bn.num_features
+    weight = bn.weight if bn.weight is not None else unique.new_ones(width)
+    bias = bn.bias if bn.bias is not None else unique.new_zeros(width)
+    if not bn.training and bn.running_mean is not None:
+        scale = weight * torch.rsqrt(bn.running_var + bn.eps)
+        return unique, scale, bias - bn.running_mean * scale
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    update = bn.training and bn.running_mean is not None
+    k = unique.shape[1]
+    mean, var = (unique.new_zeros(k), unique.new_zeros(k)) if update else (None, None)
+    v = F.batch_norm(unique, mean, var, None, None, True, 1.0, bn.eps)  # mean, var := this batch's (unbiased)
+    if update:
+        with torch.no_grad():
+            bn.running_mean.lerp_(mean.repeat(replicas), factor)
+            bn.running_var.lerp_(var.repeat(replicas), factor)
+    return v, weight, bias
+
+
+def _plain(module: nn.Module) -> bool:
+    return not any(getattr(module, name) for name in _MODULE_HOOKS)
+
+
+def fused_conv_bn_act(conv: ESConv2d, bn: nn.Module, act: Optional[nn.Module], x: Tensor,
+                      residual: Optional[Tensor]) -> Optional[Tensor]:
+    """``act(bn(conv(x)) + residual)`` (no ``act`` if ``None``) through :func:`replicated_batch_norm` and
+    :func:`replicated_affine_act`, or ``None`` where that would not be the same computation: ``conv`` does not
+    replicate (``tau = g = 1``) or has a bias, ``bn`` is not exactly ``nn.BatchNorm2d`` (SyncBN, GroupNorm,
+    ...), ``act`` is not ``RPReLU``, ``nn.PReLU`` or ``nn.Identity``, a hook is registered on any of them (the
+    analysis tools read their outputs), autocast is on, or ``x`` is not a batched 4-D input."""
+    act = nn.Identity() if act is None else act
+    if (conv.replicas == 1 or conv.bias is not None or type(bn) is not nn.BatchNorm2d
+            or type(act) not in (RPReLU, nn.PReLU, nn.Identity) or x.dim() != 4
+            or torch.is_autocast_enabled(x.device.type)
+            or not all(_plain(m) for m in (conv, bn, act)) or any(getattr(_module, h) for h in _GLOBAL_HOOKS)):
+        return None
+    conv._check_input(x, 1)
+    unique = conv.conv(conv._input(x), conv._weight())
+    v, scale, shift = replicated_batch_norm(bn, unique, conv.replicas)
+    slope = out_shift = None
+    if isinstance(act, RPReLU):
+        shift = shift + act.shift_in.bias
+        slope, out_shift = act.slope, act.shift_out.bias
+    elif isinstance(act, nn.PReLU):
+        slope = act.weight.expand(bn.num_features)
+    return replicated_affine_act(v, scale, shift, residual, slope, out_shift)

@@ -1,0 +1,141 @@
+"""The fused ES epilogue (esbnn_plugins.ops.fused) computes what the modules compute."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from esbnn_plugins.models import ESBinaryUnit
+from esbnn_plugins.ops import binary_sign
+from esbnn_plugins.ops.fused import fused_conv_bn_act, replicated_affine_act
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def perturbed_unit(*args, **kwargs) -> ESBinaryUnit:
+    """A unit whose per-channel parameters and running statistics differ from replica to replica."""
+    unit = ESBinaryUnit(*args, **kwargs)
+    with torch.no_grad():
+        for p in unit.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.2)
+        for m in unit.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+    return unit
+
+
+def modules_path(unit: ESBinaryUnit, x: torch.Tensor) -> torch.Tensor:
+    """The unit's computation written with its modules (the unfused path)."""
+    return unit.activation(unit.bn(unit.conv(x)) + unit.shortcut(x))
+
+
+def run(fn, unit, x):
+    unit.zero_grad()
+    x = x.clone().requires_grad_(True)
+    out = fn(unit, x)
+    out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+    return out.detach(), x.grad, {n: p.grad for n, p in unit.named_parameters()}
+
+
+@pytest.mark.parametrize("activation", ["rprelu", "prelu", "identity"])
+@pytest.mark.parametrize("tau,g,stride", [(2, 1, 1), (2, 2, 1), (1, 2, 1), (2, 2, 2), (4, 1, 2)])
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_unit_matches_the_modules(tau, g, stride, activation, training):
+    torch.manual_seed(0)
+    fused = perturbed_unit(8, 8 * stride, stride, tau, g, activation=activation).train(training)
+    plain = copy.deepcopy(fused)
+    x = torch.randn(3, 8 * tau * g, 6, 6)
+    assert fused_conv_bn_act(copy.deepcopy(fused.conv), copy.deepcopy(fused.bn), fused.activation, x, None) is not None
+    out, gx, grads = run(lambda u, v: u(v), fused, x)
+    ref, gx_ref, grads_ref = run(modules_path, plain, x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, grads_ref[name], rtol=1e-4, atol=1e-5, msg=name)
+    for (name, buf), ref_buf in zip(fused.named_buffers(), plain.buffers()):
+        torch.testing.assert_close(buf, ref_buf, rtol=1e-6, atol=1e-6, msg=name)  # running stats, num_batches_tracked
+
+
+def test_fused_running_stats_with_cumulative_momentum_and_without_tracking():
+    torch.manual_seed(0)
+    for bn_kwargs in (dict(momentum=None), dict(track_running_stats=False), dict(affine=False)):
+        unit = ESBinaryUnit(8, 8, expand_ratio=2, es_groups=2,
+                            norm_layer=lambda c, kw=bn_kwargs: nn.BatchNorm2d(c, **kw))
+        plain = copy.deepcopy(unit)
+        for _ in range(3):
+            x = torch.randn(4, 32, 5, 5)
+            torch.testing.assert_close(unit(x), modules_path(plain, x), rtol=1e-5, atol=1e-5)
+        for buf, ref in zip(unit.buffers(), plain.buffers()):
+            torch.testing.assert_close(buf, ref, rtol=1e-6, atol=1e-6)
+        unit.eval(), plain.eval()
+        torch.testing.assert_close(unit(x), modules_path(plain, x), rtol=1e-5, atol=1e-5)
+
+
+def test_tau1_g1_unit_is_bit_exact_plain_binary_conv_bn():
+    torch.manual_seed(0)
+    unit = perturbed_unit(8, 8, 1, 1, 1)
+    x = torch.randn(2, 8, 7, 7)
+    weight = unit.conv.weight
+    conv = F.conv2d(binary_sign(x), binary_sign(weight) * weight.abs().mean((1, 2, 3), keepdim=True), padding=1)
+    bn = copy.deepcopy(unit.bn)
+    assert torch.equal(unit(x), unit.activation(bn(conv) + x))
+    assert fused_conv_bn_act(unit.conv, unit.bn, unit.activation, x, x) is None  # no replicate: the modules run
+
+
+def test_modules_run_where_the_fused_path_would_differ():
+    x = torch.randn(2, 32, 5, 5)
+    unit = ESBinaryUnit(8, 8, expand_ratio=2, es_groups=2)
+    seen = []
+    handle = unit.bn.register_forward_hook(lambda m, a, out: seen.append(out))  # analysis tools read module outputs
+    unit(x)
+    handle.remove()
+    assert len(seen) == 1
+    assert fused_conv_bn_act(unit.conv, unit.bn, nn.Hardtanh(), x, None) is None
+    assert fused_conv_bn_act(unit.conv, nn.GroupNorm(4, 32), unit.activation, x, None) is None
+    assert fused_conv_bn_act(unit.conv, unit.bn, unit.activation, x[0], None) is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fused_conv_bn_act(unit.conv, unit.bn, unit.activation, x, None) is None
+
+
+def test_replicated_affine_act_gradcheck():
+    torch.manual_seed(0)
+    v = torch.randn(2, 3, 4, 4, dtype=torch.double, requires_grad=True)
+    scale, shift, slope, out_shift = (torch.randn(12, dtype=torch.double, requires_grad=True) for _ in range(4))
+    residual = torch.randn(2, 12, 4, 4, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(replicated_affine_act, (v, scale, shift, residual, slope, out_shift))
+    assert torch.autograd.gradcheck(replicated_affine_act, (v, scale, shift))
+    expected = F.prelu(v.repeat(1, 4, 1, 1) * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1) + residual, slope)
+    torch.testing.assert_close(replicated_affine_act(v, scale, shift, residual, slope, out_shift),
+                               expected + out_shift.view(1, -1, 1, 1))
+
+
+@pytest.mark.parametrize("in_ch,out_ch,stride", [(8, 8, 1), (8, 16, 2)])
+@pytest.mark.parametrize("tau,g", [(1, 1), (2, 1), (2, 2)])
+def test_fused_reactnet_block_matches_the_modules(in_ch, out_ch, stride, tau, g):
+    from esbnn_plugins.models import ReActBlock
+    from esbnn_plugins.ops import concat
+
+    torch.manual_seed(0)
+    block = ReActBlock(in_ch, out_ch, stride, tau, g)
+    with torch.no_grad():
+        for p in block.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.2)
+    plain = copy.deepcopy(block)
+
+    def modules(b, x):
+        x = b.act1(b.bn1(b.conv3x3(x)) + b.shortcut(x))
+        return b.act2(concat([bn(conv(x)) + x for conv, bn in zip(b.pointwise, b.bn2)], tau, g))
+
+    x = torch.randn(3, in_ch * tau * g, 6, 6)
+    out, gx, grads = run(lambda b, v: b(v), block, x)
+    ref, gx_ref, grads_ref = run(modules, plain, x)
+    if tau == g == 1:
+        assert torch.equal(out, ref) and torch.equal(gx, gx_ref)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, grads_ref[name], rtol=1e-4, atol=1e-5, msg=name)
