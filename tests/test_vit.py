@@ -223,6 +223,8 @@ def test_bad_settings_name_the_setting_and_values():
         build(dict(type="ESFFN", embed_dims=8, feedforward_channels=16, act_cfg=dict(type="ReLU")))
     with pytest.raises(ValueError, match=r"ESFFN: num_fcs must be 2"):
         build(dict(type="ESFFN", embed_dims=8, feedforward_channels=16, num_fcs=3))
+    with pytest.raises(TypeError, match=r"ESFFN: unexpected argument\(s\) \['groups'\]; ES settings are"):
+        build(dict(type="ESFFN", embed_dims=8, feedforward_channels=16, groups=2))
 
 
 def test_checkpoint_of_another_width_is_an_error_naming_the_settings(tmp_path):

@@ -16,6 +16,8 @@ from ..models.base import build_in
 from ..ops.binarizers import BinarizerCfg
 from ..openmmlab import norm_layer_from_cfg
 
+ES_FFN_OPTIONS = ("expand_ratio", "es_groups", "act_binarizer", "weight_binarizer", "reduce_mode")
+"""Keyword arguments :class:`ESFFN` hands to the core :class:`esbnn_plugins.models.ESFFN`."""
 FFN_ACTIVATIONS: Dict[str, str] = {"RPReLU": "rprelu", "GELU": "gelu", "PReLU": "prelu", "Identity": "identity"}
 """``act_cfg`` types an :class:`ESFFN` accepts, and the core activation each one names."""
 
@@ -33,22 +35,25 @@ class ESFFN(models.ESFFN, BaseModule):
     binarization settings of :class:`esbnn_plugins.models.ESFFN` (the computation; see its docstring).
 
     ``act_cfg`` is ``dict(type='RPReLU')`` (BinaryViT), ``'GELU'``, ``'PReLU'`` or ``'Identity'``; ``norm_cfg`` builds
-    the norms after ``fc1`` and ``fc2`` at the widened width; ``num_fcs`` must be 2.
+    the norms after ``fc1`` and ``fc2`` at the widened width; ``num_fcs`` must be 2. ``es_options``:
+    ``expand_ratio``, ``es_groups``, ``act_binarizer``, ``weight_binarizer``, ``reduce_mode`` of the core
+    :class:`esbnn_plugins.models.ESFFN` (its defaults apply).
     """
 
     def __init__(self, embed_dims: int = 256, feedforward_channels: int = 1024, num_fcs: int = 2,
                  act_cfg: Optional[dict] = None, ffn_drop: float = 0.0, dropout_layer: Optional[dict] = None,
                  add_identity: bool = True, init_cfg: Optional[dict] = None, layer_scale_init_value: float = 0.0, *,
-                 expand_ratio: int = 1, es_groups: int = 1, act_binarizer: BinarizerCfg = "rsign",
-                 weight_binarizer: BinarizerCfg = "scaled_sign", norm_cfg: Optional[dict] = None,
-                 reduce_mode: str = "mean") -> None:
+                 norm_cfg: Optional[dict] = None, **es_options) -> None:
         owner = type(self).__name__
         if num_fcs != 2:
             raise ValueError(f"{owner}: num_fcs must be 2 (fc1 and fc2), got {num_fcs!r}")
+        unknown = sorted(set(es_options) - set(ES_FFN_OPTIONS))
+        if unknown:
+            raise TypeError(f"{owner}: unexpected argument(s) {unknown}; ES settings are {list(ES_FFN_OPTIONS)}")
         models.ESFFN.__init__(  # runs BaseModule.__init__ through the MRO
-            self, embed_dims, feedforward_channels, expand_ratio, es_groups, act_binarizer=act_binarizer,
-            weight_binarizer=weight_binarizer, activation=_activation_name(owner, act_cfg or dict(type="RPReLU")),
-            norm_layer=norm_layer_from_cfg(owner, norm_cfg or dict(type="LN", eps=1e-6)), reduce_mode=reduce_mode,
+            self, embed_dims, feedforward_channels, **es_options,
+            activation=_activation_name(owner, act_cfg or dict(type="RPReLU")),
+            norm_layer=norm_layer_from_cfg(owner, norm_cfg or dict(type="LN", eps=1e-6)),
             layer_scale_init_value=layer_scale_init_value, drop=ffn_drop,
             dropout_layer=build_dropout(dropout_layer) if dropout_layer else None, add_identity=add_identity)
         self.init_cfg = copy.deepcopy(init_cfg)
