@@ -112,6 +112,22 @@ def test_replicated_affine_act_gradcheck():
                                expected + out_shift.view(1, -1, 1, 1))
 
 
+def test_replicated_affine_act_per_sample_parameters_and_skip():
+    """Per-sample shifts and slopes (the SR UNet's timestep banks), no scale, and a skip added after the
+    activation: gradcheck, and the same values as the replicate written out."""
+    torch.manual_seed(0)
+    v = torch.randn(3, 2, 4, 4, dtype=torch.double, requires_grad=True)
+    shift, slope, out_shift = (torch.randn(3, 8, dtype=torch.double, requires_grad=True) for _ in range(3))
+    scale = torch.randn(8, dtype=torch.double, requires_grad=True)
+    skip = torch.randn(3, 8, 4, 4, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(replicated_affine_act, (v, None, shift, None, slope, out_shift, skip))
+    assert torch.autograd.gradcheck(replicated_affine_act, (v, scale, shift, skip, slope, out_shift, skip))
+    assert torch.autograd.gradcheck(replicated_affine_act, (v, None, shift.detach()[0], None, None, None, skip))
+    a = v.repeat(1, 4, 1, 1) + shift[:, :, None, None]
+    expected = torch.where(a >= 0, a, a * slope[:, :, None, None]) + out_shift[:, :, None, None] + skip
+    torch.testing.assert_close(replicated_affine_act(v, None, shift, None, slope, out_shift, skip), expected)
+
+
 @pytest.mark.parametrize("in_ch,out_ch,stride", [(8, 8, 1), (8, 16, 2)])
 @pytest.mark.parametrize("tau,g", [(1, 1), (2, 1), (2, 2)])
 def test_fused_reactnet_block_matches_the_modules(in_ch, out_ch, stride, tau, g):
