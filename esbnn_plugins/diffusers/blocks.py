@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..ops import ESBinaryConv2d, ESConv2d, expand
 from ..ops.binarizers import BinarizerCfg
-from ..ops.fused import fusable, replicated_affine_act, unique_conv
+from ..ops.fused import fusable, replicated_affine_act, unique_channels
 
 
 def timestep_buckets(timestep: Tensor, num_buckets: int, num_train_timesteps: int) -> Tensor:
@@ -112,7 +112,7 @@ class BinaryConvUnit(nn.Module):
         if self.shortcut:
             skip = x if skip is None else x + skip
         out_shift = act.shift_out[bucket] if shift is None else act.shift_out[bucket] + shift
-        v = unique_conv(self.conv, y)
+        v = unique_channels(self.conv, y)
         return replicated_affine_act(v, None, act.shift_in[bucket], None,
                                      act.slope[bucket], out_shift, skip)
 
@@ -134,7 +134,7 @@ class FullPrecisionConvUnit(nn.Module):
         if not fusable(conv, x):
             return _add(conv(x), skip, shift)
         bias = conv.bias if conv.bias is not None else x.new_zeros(conv.out_width)
-        return replicated_affine_act(unique_conv(conv, x), None,
+        return replicated_affine_act(unique_channels(conv, x), None,
                                      bias if shift is None else bias + shift, skip=skip)
 
 

@@ -21,6 +21,7 @@ from ..models import ESBinaryUnit, build_block_activation
 from ..models.base import build_in
 from ..ops import ESBinaryLinear, ESExpand, ESReduce, expand, reduce
 from ..ops.binarizers import BinarizerCfg
+from ..ops.fused import fused_conv_bn_act
 from ..openmmlab import norm_layer_from_cfg
 
 
@@ -61,6 +62,10 @@ class ESBinaryFCUnit(nn.Module):
         self.activation = build_block_activation(activation, width)
 
     def forward(self, x: Tensor) -> Tensor:
+        residual = x if self.residual else None
+        fused = fused_conv_bn_act(self.fc, self.norm, self.activation, x, residual)
+        if fused is not None:  # ES with BN1d and an (R)PReLU: one write of the widened output
+            return fused
         y = self.norm(self.fc(x))
         return self.activation(y + x if self.residual else y)
 

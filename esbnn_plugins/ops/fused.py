@@ -11,7 +11,7 @@ and the block runs its modules as written; ``tau = g = 1`` always takes the modu
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module
 
 from .binarizers import RPReLU
-from .es_layers import ESConv2d
+from .es_layers import ESConv2d, ESLinear
 
 _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
                  "_global_backward_pre_hooks")
@@ -120,7 +120,8 @@ def replicated_affine_act(v: Tensor, scale: Optional[Tensor], shift: Tensor, res
     return _ReplicatedAffineAct.apply(v, scale, shift, residual, slope, out_shift, skip)
 
 
-def replicated_batch_norm(bn: nn.BatchNorm2d, unique: Tensor, replicas: int) -> Tuple[Tensor, Tensor, Tensor]:
+def replicated_batch_norm(bn: nn.modules.batchnorm._BatchNorm, unique: Tensor,
+                          replicas: int) -> Tuple[Tensor, Tensor, Tensor]:
     """``(v, scale, shift)`` with ``bn(unique.repeat(1, replicas, 1, 1)) == v.repeat(...) * scale + shift``.
 
     With batch statistics (training, or no running statistics) ``v`` is the unique channels normalised by
@@ -153,37 +154,45 @@ def _plain(module: nn.Module) -> bool:
     return not any(getattr(module, name) for name in _MODULE_HOOKS)
 
 
-def fusable(conv: nn.Module, x: Tensor, *modules: nn.Module) -> bool:
-    """Whether a fused path computes what ``conv`` and the ``modules`` after it compute: ``conv`` is an
-    :class:`ESConv2d` (not a deployed packed layer) that replicates (not ``tau = g = 1``, which keeps the modules
-    bit-exact), ``x`` is a batched 4-D input, autocast is off and no hook is registered on them or globally (the
-    analysis tools read module outputs)."""
-    return (isinstance(conv, ESConv2d) and conv.replicas > 1 and x.dim() == 4
-            and not torch.is_autocast_enabled(x.device.type) and all(_plain(m) for m in (conv,) + modules)
-            and not any(getattr(_module, h) for h in _GLOBAL_HOOKS))
+def fusable(layer: nn.Module, x: Tensor, *modules: nn.Module) -> bool:
+    """Whether a fused path computes what ``layer`` and the ``modules`` after it compute: ``layer`` is an
+    :class:`ESConv2d` on a batched 4-D input or an :class:`ESLinear` on ``(N, C)`` rows (not a deployed packed
+    layer) that replicates (not ``tau = g = 1``, which keeps the modules bit-exact), autocast is off and no hook
+    is registered on them or globally (the analysis tools read module outputs)."""
+    shaped = (isinstance(layer, ESConv2d) and x.dim() == 4) or (isinstance(layer, ESLinear) and x.dim() == 2)
+    return (shaped and layer.replicas > 1 and not torch.is_autocast_enabled(x.device.type)
+            and all(_plain(m) for m in (layer,) + modules) and not any(getattr(_module, h) for h in _GLOBAL_HOOKS))
 
 
-def unique_conv(conv: ESConv2d, x: Tensor) -> Tensor:
-    """The ``out/tau`` unique output channels of ``conv`` (binarizers included; no replicate, no bias)."""
-    conv._check_input(x, 1)
-    return conv.conv(conv._input(x), conv._weight())
+def unique_channels(layer: Union[ESConv2d, ESLinear], x: Tensor) -> Tensor:
+    """The ``out/tau`` unique outputs of an ES conv ``(N, K, H, W)`` or linear (as ``(N, K, 1, 1)``),
+    binarizers included, before replication and bias."""
+    layer._check_input(x, 1)
+    if isinstance(layer, ESLinear):
+        return layer.linear(layer._input(x), layer._weight())[:, :, None, None]
+    return layer.conv(layer._input(x), layer._weight())
 
 
-def fused_conv_bn_act(conv: ESConv2d, bn: nn.Module, act: Optional[nn.Module], x: Tensor,
+def fused_conv_bn_act(conv: Union[ESConv2d, ESLinear], bn: nn.Module, act: Optional[nn.Module], x: Tensor,
                       residual: Optional[Tensor]) -> Optional[Tensor]:
     """``act(bn(conv(x)) + residual)`` (no ``act`` if ``None``) through :func:`replicated_batch_norm` and
     :func:`replicated_affine_act`, or ``None`` where that would not be the same computation: not
-    :func:`fusable`, ``conv`` has a bias, ``bn`` is not exactly ``nn.BatchNorm2d`` (SyncBN, GroupNorm, ...)
-    or ``act`` is not ``RPReLU``, ``nn.PReLU`` or ``nn.Identity``."""
+    :func:`fusable`, ``conv`` has a bias, ``bn`` is not exactly ``nn.BatchNorm2d`` after a conv or
+    ``nn.BatchNorm1d`` after a linear (SyncBN, GroupNorm, ...) or ``act`` is not ``RPReLU``, ``nn.PReLU`` or
+    ``nn.Identity``."""
     act = nn.Identity() if act is None else act
-    if (conv.bias is not None or type(bn) is not nn.BatchNorm2d or type(act) not in (RPReLU, nn.PReLU, nn.Identity)
+    norm = nn.BatchNorm1d if isinstance(conv, ESLinear) else nn.BatchNorm2d
+    if (conv.bias is not None or type(bn) is not norm or type(act) not in (RPReLU, nn.PReLU, nn.Identity)
             or not fusable(conv, x, bn, act)):
         return None
-    v, scale, shift = replicated_batch_norm(bn, unique_conv(conv, x), conv.replicas)
+    v, scale, shift = replicated_batch_norm(bn, unique_channels(conv, x), conv.replicas)
     slope = out_shift = None
     if isinstance(act, RPReLU):
         shift = shift + act.shift_in.bias
         slope, out_shift = act.slope, act.shift_out.bias
     elif isinstance(act, nn.PReLU):
         slope = act.weight.expand(bn.num_features)
+    if x.dim() == 2:  # rows of a linear: one pixel per sample
+        residual = None if residual is None else residual[:, :, None, None]
+        return replicated_affine_act(v, scale, shift, residual, slope, out_shift).flatten(1)
     return replicated_affine_act(v, scale, shift, residual, slope, out_shift)
