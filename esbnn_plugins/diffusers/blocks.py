@@ -113,8 +113,7 @@ class BinaryConvUnit(nn.Module):
             skip = x if skip is None else x + skip
         out_shift = act.shift_out[bucket] if shift is None else act.shift_out[bucket] + shift
         v = unique_channels(self.conv, y)
-        return replicated_affine_act(v, None, act.shift_in[bucket], None,
-                                     act.slope[bucket], out_shift, skip)
+        return replicated_affine_act(v, None, act.shift_in[bucket], None, act.slope[bucket], out_shift, skip)
 
 
 class FullPrecisionConvUnit(nn.Module):
@@ -133,9 +132,8 @@ class FullPrecisionConvUnit(nn.Module):
         conv = self.conv
         if not fusable(conv, x):
             return _add(conv(x), skip, shift)
-        bias = conv.bias if conv.bias is not None else x.new_zeros(conv.out_width)
-        return replicated_affine_act(unique_channels(conv, x), None,
-                                     bias if shift is None else bias + shift, skip=skip)
+        shift = conv.bias if shift is None else conv.bias + shift
+        return replicated_affine_act(unique_channels(conv, x), None, shift, skip=skip)
 
 
 def conv_unit(in_channels: int, out_channels: int, kernel_size: int, stream: Stream, binary: bool) -> nn.Module:
