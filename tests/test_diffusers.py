@@ -1,4 +1,7 @@
-"""ESBinarySRUNet and ESBinarySRPipeline: shapes, timestep banks, complexity, round trips, inputs, errors."""
+"""ESBinarySRUNet and ESBinarySRPipeline: shapes, timestep banks, fused ES path, complexity, round trips, inputs,
+errors."""
+import copy
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -11,7 +14,7 @@ import esbnn_plugins.diffusers as es_diffusers
 from esbnn_plugins.analysis import complexity
 from esbnn_plugins.diffusers import ESBinarySRPipeline, ESBinarySRUNet
 from esbnn_plugins.diffusers.blocks import BinaryConvUnit, FullPrecisionConvUnit
-from esbnn_plugins.ops import ESBinaryConv2d
+from esbnn_plugins.ops import ESBinaryConv2d, ESConv2d
 
 TINY = dict(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=2, num_train_timesteps=100)
 
@@ -112,6 +115,88 @@ def test_each_sample_uses_the_bank_of_its_own_bucket():
         fresh.encoder[1][0].conv1.redistribute.bias[1].zero_()
     assert torch.equal(fresh(x, 10).sample, unet(x, 10).sample)
     assert not torch.allclose(fresh(x, 60).sample, unet(x, 60).sample)
+
+
+def perturb(module: torch.nn.Module) -> torch.nn.Module:
+    """Bank rows, slopes and biases that differ from bucket to bucket and from replica to replica."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.dim() <= 2:
+                p.add_(torch.randn_like(p) * 0.3)
+    return module
+
+
+def unit_modules_path(unit, x, bucket, skip, shift):
+    """What a conv unit computes, written with its modules (the unfused path)."""
+    if isinstance(unit, FullPrecisionConvUnit):
+        y = unit.conv(torch.nn.functional.silu(x))
+    else:
+        y = unit.activation(unit.conv(unit.redistribute(x, bucket)), bucket)
+        y = y + x if unit.shortcut else y
+    return y + skip + shift[:, :, None, None]
+
+
+def forward_backward(fn, module, *inputs):
+    module.zero_grad()
+    inputs = [t.clone().requires_grad_(True) for t in inputs]
+    out = fn(*inputs)
+    out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+    return out, [t.grad for t in inputs], {n: p.grad for n, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("tau,g", [(1, 1), (2, 1), (1, 2), (2, 2)])
+@pytest.mark.parametrize("cls,in_ch,out_ch", [(BinaryConvUnit, 8, 8), (BinaryConvUnit, 8, 16),
+                                              (FullPrecisionConvUnit, 8, 8)])
+def test_conv_unit_fused_path_matches_the_modules(cls, in_ch, out_ch, tau, g):
+    from esbnn_plugins.diffusers.blocks import Stream
+
+    torch.manual_seed(0)
+    unit = perturb(cls(in_ch, out_ch, 3, Stream(tau, g, "approx_sign", "scaled_sign", 3)))
+    bucket = torch.tensor([0, 2, 1])
+    x = torch.randn(3, in_ch * tau * g, 5, 5)
+    skip, shift = torch.randn(3, out_ch * tau * g, 5, 5), torch.randn(3, out_ch * tau * g)
+    out, grads_in, grads = forward_backward(lambda *t: unit(t[0], bucket, skip=t[1], shift=t[2]), unit, x, skip, shift)
+    ref, refs_in, refs = forward_backward(lambda *t: unit_modules_path(unit, t[0], bucket, t[1], t[2]), unit,
+                                          x, skip, shift)
+    assert type(out.grad_fn).__name__ == ("AddBackward0" if tau == g == 1 else "_ReplicatedAffineActBackward")
+    if tau == g == 1:  # the modules as written: bit-exact baseline
+        assert torch.equal(out, ref) and all(torch.equal(a, b) for a, b in zip(grads_in, refs_in))
+        assert all(torch.equal(grads[n], refs[n]) for n in grads)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads_in, refs_in):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, refs[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_tau1_g1_residual_block_and_downsample_are_bit_exact_as_written(binary):
+    from esbnn_plugins.diffusers.blocks import Downsample, ResidualBlock, Stream
+
+    stream = Stream(1, 1, "approx_sign", "scaled_sign", 3)
+    block, down = perturb(ResidualBlock(8, 16, 2, stream, binary)), perturb(Downsample(8, 16, stream, binary))
+    x, temb, bucket = torch.randn(3, 8, 6, 6), torch.randn(3, 16), torch.tensor([0, 2, 1])
+    h = block.conv1(block.norm1(x), bucket) + block.time_proj(torch.nn.functional.silu(temb))[:, :, None, None]
+    assert torch.equal(block(x, temb, bucket), x + block.conv2(block.norm2(h), bucket))
+    shortcut = torch.nn.functional.avg_pool2d(x, 2).repeat_interleave(2, dim=1)
+    assert torch.equal(down(x, bucket), down.conv(torch.nn.functional.pixel_unshuffle(x, 2), bucket) + shortcut)
+
+
+@pytest.mark.parametrize("tau,g", [(2, 1), (2, 2)])
+def test_unet_fused_path_matches_the_modules(tau, g):
+    torch.manual_seed(0)
+    unet = perturb(tiny_unet(block_out_channels=(8, 16, 16), expand_ratio=tau, es_groups=g))
+    modules = copy.deepcopy(unet)
+    for m in modules.modules():
+        if isinstance(m, ESConv2d):
+            m.register_forward_hook(lambda *args: None)  # a hook on the conv: the units run their modules
+    x, t = torch.randn(3, 6, 12, 12), torch.tensor([5, 50, 95])
+    out, (gx,), grads = forward_backward(lambda s: unet(s, t).sample, unet, x)
+    ref, (gx_ref,), refs = forward_backward(lambda s: modules(s, t).sample, modules, x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, refs[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_complexity_ops_ratio_es_over_baseline():

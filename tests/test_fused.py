@@ -112,6 +112,22 @@ def test_replicated_affine_act_gradcheck():
                                expected + out_shift.view(1, -1, 1, 1))
 
 
+def test_replicated_affine_act_per_sample_parameters_and_skip():
+    """Per-sample shifts and slopes (the SR UNet's timestep banks), no scale, and a skip added after the
+    activation: gradcheck, and the same values as the replicate written out."""
+    torch.manual_seed(0)
+    v = torch.randn(3, 2, 4, 4, dtype=torch.double, requires_grad=True)
+    shift, slope, out_shift = (torch.randn(3, 8, dtype=torch.double, requires_grad=True) for _ in range(3))
+    scale = torch.randn(8, dtype=torch.double, requires_grad=True)
+    skip = torch.randn(3, 8, 4, 4, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(replicated_affine_act, (v, None, shift, None, slope, out_shift, skip))
+    assert torch.autograd.gradcheck(replicated_affine_act, (v, scale, shift, skip, slope, out_shift, skip))
+    assert torch.autograd.gradcheck(replicated_affine_act, (v, None, shift.detach()[0], None, None, None, skip))
+    a = v.repeat(1, 4, 1, 1) + shift[:, :, None, None]
+    expected = torch.where(a >= 0, a, a * slope[:, :, None, None]) + out_shift[:, :, None, None] + skip
+    torch.testing.assert_close(replicated_affine_act(v, None, shift, None, slope, out_shift, skip), expected)
+
+
 @pytest.mark.parametrize("in_ch,out_ch,stride", [(8, 8, 1), (8, 16, 2)])
 @pytest.mark.parametrize("tau,g", [(1, 1), (2, 1), (2, 2)])
 def test_fused_reactnet_block_matches_the_modules(in_ch, out_ch, stride, tau, g):
@@ -139,3 +155,41 @@ def test_fused_reactnet_block_matches_the_modules(in_ch, out_ch, stride, tau, g)
     torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-5)
     for name, grad in grads.items():
         torch.testing.assert_close(grad, grads_ref[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("tau,g", [(1, 1), (2, 1), (1, 2), (2, 2)])
+@pytest.mark.parametrize("stride,elm_attention", [(1, False), (2, True)])
+def test_fused_bnext_part_matches_the_modules(tau, g, stride, elm_attention):
+    from esbnn_plugins.models.bnext import BNEXT_ACT_BINARIZER, BNextPart
+
+    torch.manual_seed(0)
+    part = BNextPart(8, 3, stride, elm_attention, tau, g, act_binarizer=BNEXT_ACT_BINARIZER,
+                     weight_binarizer="scaled_sign", se_ratio=2)
+    with torch.no_grad():
+        for p in part.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.2)
+    plain = copy.deepcopy(part)
+
+    def modules(p, x):
+        identity = p.pool(x)
+        y = p.act(p.bn1(p.conv(p.shift(x))))
+        scale = p.scale.clamp(0, 1).view(1, -1, 1, 1)
+        y = p.se(scale * identity + (1 - scale) * y) * y
+        residual = identity if p.residual_act is None else p.pool(p.residual_act(x))
+        return p.bn2(y if p.residual_act is None else y * residual) + residual
+
+    x = torch.randn(3, 8 * tau * g, 6, 6)
+    fused = fused_conv_bn_act(copy.deepcopy(part.conv), copy.deepcopy(part.bn1), part.act, x, None)
+    assert (fused is None) == (tau == g == 1)
+    out, gx, grads = run(lambda p, v: p(v), part, x)
+    ref, gx_ref, grads_ref = run(modules, plain, x)
+    if tau == g == 1:
+        assert torch.equal(out, ref) and torch.equal(gx, gx_ref)
+        assert all(torch.equal(grad, grads_ref[name]) for name, grad in grads.items())
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, grads_ref[name], rtol=1e-4, atol=1e-5, msg=name)
+    for (name, buf), ref_buf in zip(part.named_buffers(), plain.buffers()):
+        torch.testing.assert_close(buf, ref_buf, rtol=1e-6, atol=1e-6, msg=name)

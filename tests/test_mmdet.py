@@ -106,6 +106,51 @@ def test_es_shared_fc_bbox_head_binary_hidden_real_predictors():
         MODELS.build(dict(type="ESBinarySharedFCBBoxHead", in_channels=8, num_cls_fcs=1))
 
 
+@pytest.mark.parametrize("tau,g", [(1, 1), (2, 1), (1, 2), (2, 2)])
+@pytest.mark.parametrize("in_features,activation", [(16, "rprelu"), (16, "prelu"), (8, "identity")])
+@pytest.mark.parametrize("training", [True, False])
+def test_es_fc_unit_fused_path_matches_the_modules(tau, g, in_features, activation, training):
+    import copy
+
+    from esbnn_plugins.mmdet.heads import ESBinaryFCUnit
+    from esbnn_plugins.ops.fused import fused_conv_bn_act
+
+    torch.manual_seed(0)
+    unit = ESBinaryFCUnit(in_features, 16, tau, g, activation=activation)
+    with torch.no_grad():
+        for p in unit.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.2)
+        unit.norm.running_mean.normal_(0, 0.3)
+        unit.norm.running_var.uniform_(0.5, 2.0)
+    unit.train(training)
+    plain = copy.deepcopy(unit)
+    x = torch.randn(5, in_features * tau * g)
+    fused = fused_conv_bn_act(copy.deepcopy(unit.fc), copy.deepcopy(unit.norm), unit.activation, x, None)
+    assert (fused is None) == (tau == g == 1)
+
+    def modules(v):
+        y = plain.norm(plain.fc(v))
+        return plain.activation(y + v if plain.residual else y)
+
+    results = []
+    for module, fn in ((unit, unit), (plain, modules)):
+        module.zero_grad()
+        v = x.clone().requires_grad_(True)
+        out = fn(v)
+        out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+        results.append((out.detach(), v.grad, {n: p.grad for n, p in module.named_parameters()}))
+    (out, gx, grads), (ref, gx_ref, grads_ref) = results
+    if tau == g == 1:
+        assert torch.equal(out, ref) and torch.equal(gx, gx_ref)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, grads_ref[name], rtol=1e-4, atol=1e-5, msg=name)
+    for (name, buf), ref_buf in zip(unit.named_buffers(), plain.buffers()):
+        torch.testing.assert_close(buf, ref_buf, rtol=1e-6, atol=1e-6, msg=name)
+
+
 def test_stock_heads_with_es_binary_conv_cfg_build_and_run():
     retina = MODELS.build(dict(type="RetinaHead", num_classes=3, in_channels=16, feat_channels=16, stacked_convs=2,
                                conv_cfg=dict(type="ESBinaryConv2d", act_binarizer="rsign"),

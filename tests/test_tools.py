@@ -40,3 +40,22 @@ def test_profile_tool(tmp_path):
     text = (tmp_path / "speed.md").read_text()
     assert "ResNet-20, 8x8x1, batch 2, 1 thread(s), median of 1 interleaved rounds" in text
     assert "| total (profiled) |" in text and "Saved for backward (MiB)" in text
+
+
+def test_benchmark_sr_timing_only_trains_nothing_and_writes_nothing(tmp_path):
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "configs/diffusers/demo_es-sr-tau2_x2_skimage.yaml").read_text())
+    cfg["unet"].update(block_out_channels=[8, 16], norm_num_groups=2)
+    cfg["train_data"]["patch_size"] = 16
+    cfg["val_data"].update(names=["chelsea"], center_crop=16)
+    cfg["training"].update(train_batch_size=2, num_inference_steps=2)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    out = run_tool("tools/benchmark_sr.py", "--timing-only", "--threads", "1", "--timing-repeats", "1", "--config",
+                   str(config), "--work-dir", str(tmp_path / "work"))
+    rows = [line.split() for line in out.splitlines() if line.startswith(("baseline", "ES"))]
+    assert [row[0] for row in rows] == ["baseline", "ES", "ES+G"]
+    assert rows[0][-3] == rows[0][-1] == "1.000"  # ratios to the baseline
+    assert all(float(row[-3]) > 0 and float(row[-1]) > 0 for row in rows)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]

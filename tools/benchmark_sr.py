@@ -3,6 +3,7 @@ BOPs, with the same iterations, data and seeds (BI-DiffSR-style UNet, METHOD.md 
 
     python tools/benchmark_sr.py [--config configs/diffusers/demo_es-sr-tau2_x2_skimage.yaml] [--steps 300]
                                  [--seeds 0 1] [--out docs/results]
+    python tools/benchmark_sr.py --timing-only [--threads 1] [--timing-repeats 9]
 
 For each variant and seed it trains with tools/train_sr.py (same config, only ``unet.expand_ratio``/``es_groups``
 changed), then reports on the config's held-out images: PSNR/SSIM (Y channel, border of ``scale`` pixels
@@ -10,7 +11,9 @@ cropped; mean and spread over seeds), BOPs/FLOPs/OPs per denoising step (``esbnn
 binary/FP parameters, and the train-step and sampling time of each variant relative to the baseline (median of
 timed repetitions on one fixed batch / one image). Prints a table; with ``--out DIR`` writes ``DIR/sr.md``,
 ``DIR/sr.png`` (PSNR and time ratio per variant) and ``DIR/sr_examples.png`` (crops of one held-out image).
-Training output goes to ``--work-dir`` (default work_dirs/benchmark_sr).
+Training output goes to ``--work-dir`` (default work_dirs/benchmark_sr). ``--timing-only`` skips training and
+evaluation: it times the train step and the sampling of untrained UNets of the config (time does not depend on the
+weights) and prints the times and ratios, writing nothing.
 """
 from __future__ import annotations
 
@@ -101,6 +104,22 @@ def mean_spread(values: List[float], fmt: str) -> str:
     return f"{np.mean(values):{fmt}} ± {np.std(values):{fmt}}"
 
 
+def print_timing(cfg: dict, batch: int, lr: torch.Tensor, steps: int, repeats: int) -> None:
+    """Train-step and sampling times of untrained UNets of each variant, and their ratios to the baseline."""
+    unet_cfgs = {label: dict(cfg["unet"], expand_ratio=tau, es_groups=g) for label, (tau, g) in VARIANTS.items()}
+    train = interleaved_medians({label: train_step_fn(c, batch, cfg["train_data"]["patch_size"])
+                                 for label, c in unet_cfgs.items()}, repeats)
+    pipes = {label: ESBinarySRPipeline(ESBinarySRUNet(**c).eval(), upscale_factor=cfg["upscale_factor"])
+             for label, c in unet_cfgs.items()}
+    sampling = interleaved_medians({label: sampling_fn(pipe, lr, steps) for label, pipe in pipes.items()}, repeats)
+    base = next(iter(VARIANTS))
+    print(f"median of {repeats} interleaved rounds, {torch.get_num_threads()} thread(s), train batch {batch}, "
+          f"sampling {steps} steps of one {tuple(lr.shape[-2:])} LR image")
+    print(format_table(["Method", "Train step (ms)", "Train step ratio", "Sampling (ms)", "Sampling ratio"], [
+        [label, f"{train[label] * 1e3:.1f}", f"{train[label] / train[base]:.3f}", f"{sampling[label] * 1e3:.0f}",
+         f"{sampling[label] / sampling[base]:.3f}"] for label in VARIANTS]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
@@ -110,7 +129,12 @@ def main() -> None:
     parser.add_argument("--timing-repeats", type=int, default=5)
     parser.add_argument("--work-dir", type=Path, default=ROOT / "work_dirs" / "benchmark_sr")
     parser.add_argument("--out", type=Path, default=None, help="write sr.md and plots here (e.g. docs/results)")
+    parser.add_argument("--timing-only", action="store_true",
+                        help="only time train steps and sampling of untrained UNets; print, write nothing")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     cfg = yaml.safe_load(args.config.read_text())
     training = cfg.get("training", {})
@@ -121,6 +145,10 @@ def main() -> None:
     scale = cfg["upscale_factor"]
     val_data = build_dataset(cfg["val_data"], scale)
     probe = val_data[0]
+    batch = training.get("train_batch_size", defaults.get_default("train_batch_size"))
+    if args.timing_only:
+        print_timing(cfg, batch, probe["lr"], steps, args.timing_repeats)
+        return
     results: Dict[str, Dict] = {}
     for label, (tau, g) in VARIANTS.items():
         runs = []
@@ -142,7 +170,6 @@ def main() -> None:
                                                          torch.zeros(1, dtype=torch.long)))
         results[label] = dict(runs=runs, report=report, unet_cfg=unet_cfg)
 
-    batch = training.get("train_batch_size", defaults.get_default("train_batch_size"))
     train_times = interleaved_medians({label: train_step_fn(r["unet_cfg"], batch, cfg["train_data"]["patch_size"])
                                        for label, r in results.items()}, args.timing_repeats)
     sample_times = interleaved_medians({label: sampling_fn(ESBinarySRPipeline.from_pretrained(r["runs"][0]["out_dir"]),

@@ -9,8 +9,14 @@ are :class:`~esbnn_plugins.ops.ESBinaryConv2d`, full-precision convs inside the 
 Timestep awareness (BI-DiffSR's TaR and TaA): a learnable bias before each binary conv and an
 RPReLU after it, each with one bank of per-channel parameters per timestep bucket; every sample of a
 batch uses the bank of its own bucket (:func:`timestep_buckets`).
+
+With ES (``tau * g > 1``) the conv units write their widened output once from the conv's unique channels,
+the selected banks becoming per-sample shifts and slopes of :func:`~esbnn_plugins.ops.fused.replicated_affine_act`
+(METHOD.md section 2); ``tau = g = 1`` runs the modules as written.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +24,7 @@ from torch import Tensor, nn
 
 from ..ops import ESBinaryConv2d, ESConv2d, expand
 from ..ops.binarizers import BinarizerCfg
+from ..ops.fused import fusable, replicated_affine_act, unique_channels
 
 
 def timestep_buckets(timestep: Tensor, num_buckets: int, num_train_timesteps: int) -> Tensor:
@@ -73,6 +80,13 @@ class Stream:
         return expand(x, self.expand_ratio, self.es_groups)
 
 
+def _add(y: Tensor, skip: Optional[Tensor], shift: Optional[Tensor]) -> Tensor:
+    """``y + skip + shift`` (``shift``: one value per sample and channel), the absent terms left out."""
+    if skip is not None:
+        y = y + skip
+    return y if shift is None else y + shift[:, :, None, None]
+
+
 class BinaryConvUnit(nn.Module):
     """BI-DiffSR's binary conv unit on the widened stream: TaR bias, ES binary conv, TaA RPReLU, and the
     identity shortcut around the binary conv when widths match (Bi-Real)."""
@@ -86,9 +100,20 @@ class BinaryConvUnit(nn.Module):
         self.activation = TimestepRPReLU(stream.num_buckets, out_channels * stream.replicas)
         self.shortcut = in_channels == out_channels
 
-    def forward(self, x: Tensor, bucket: Tensor) -> Tensor:
-        y = self.activation(self.conv(self.redistribute(x, bucket)), bucket)
-        return y + x if self.shortcut else y
+    def forward(self, x: Tensor, bucket: Tensor, skip: Optional[Tensor] = None,
+                shift: Optional[Tensor] = None) -> Tensor:
+        """The unit's output ``+ skip + shift[:, :, None, None]`` (``skip``, ``shift`` optional; ``shift``
+        ``(N, C)``), in one fused op on the conv's unique channels with ES."""
+        y = self.redistribute(x, bucket)
+        if not fusable(self.conv, x, self.activation):
+            y = self.activation(self.conv(y), bucket)
+            return _add(y + x if self.shortcut else y, skip, shift)
+        act = self.activation
+        if self.shortcut:
+            skip = x if skip is None else x + skip
+        out_shift = act.shift_out[bucket] if shift is None else act.shift_out[bucket] + shift
+        v = unique_channels(self.conv, y)
+        return replicated_affine_act(v, None, act.shift_in[bucket], None, act.slope[bucket], out_shift, skip)
 
 
 class FullPrecisionConvUnit(nn.Module):
@@ -99,8 +124,16 @@ class FullPrecisionConvUnit(nn.Module):
         self.conv = ESConv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2,
                              expand_ratio=stream.expand_ratio, es_groups=stream.es_groups)
 
-    def forward(self, x: Tensor, bucket: Tensor) -> Tensor:
-        return self.conv(F.silu(x))
+    def forward(self, x: Tensor, bucket: Tensor, skip: Optional[Tensor] = None,
+                shift: Optional[Tensor] = None) -> Tensor:
+        """``conv(silu(x)) + skip + shift[:, :, None, None]`` (``skip``, ``shift`` optional; ``shift`` ``(N, C)``),
+        bias, shift and skip added while writing the replicate with ES."""
+        x = F.silu(x)
+        conv = self.conv
+        if not fusable(conv, x):
+            return _add(conv(x), skip, shift)
+        shift = conv.bias if shift is None else conv.bias + shift
+        return replicated_affine_act(unique_channels(conv, x), None, shift, skip=skip)
 
 
 def conv_unit(in_channels: int, out_channels: int, kernel_size: int, stream: Stream, binary: bool) -> nn.Module:
@@ -127,10 +160,8 @@ class ResidualBlock(nn.Module):
         self.conv2 = conv_unit(channels, channels, 3, stream, binary)
 
     def forward(self, x: Tensor, temb: Tensor, bucket: Tensor) -> Tensor:
-        h = self.conv1(self.norm1(x), bucket)
-        h = h + self.stream.expand(self.time_proj(F.silu(temb)))[:, :, None, None]
-        h = self.conv2(self.norm2(h), bucket)
-        return x + h
+        h = self.conv1(self.norm1(x), bucket, shift=self.stream.expand(self.time_proj(F.silu(temb))))
+        return self.conv2(self.norm2(h), bucket, skip=x)
 
 
 def match_channels(x: Tensor, channels: int, replicas: int) -> Tensor:
@@ -154,7 +185,7 @@ class Downsample(nn.Module):
 
     def forward(self, x: Tensor, bucket: Tensor) -> Tensor:
         shortcut = match_channels(F.avg_pool2d(x, 2), self.out_channels, self.replicas)
-        return self.conv(F.pixel_unshuffle(x, 2), bucket) + shortcut  # replicas stay contiguous blocks
+        return self.conv(F.pixel_unshuffle(x, 2), bucket, skip=shortcut)  # replicas stay contiguous blocks
 
 
 class Upsample(nn.Module):

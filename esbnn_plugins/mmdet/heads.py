@@ -21,6 +21,7 @@ from ..models import ESBinaryUnit, build_block_activation
 from ..models.base import build_in
 from ..ops import ESBinaryLinear, ESExpand, ESReduce, expand, reduce
 from ..ops.binarizers import BinarizerCfg
+from ..ops.fused import fused_conv_bn_act
 from ..openmmlab import norm_layer_from_cfg
 
 
@@ -47,7 +48,8 @@ def es_binary_conv_stack(in_channels: int, out_channels: int, num_units: int, ex
 
 
 class ESBinaryFCUnit(nn.Module):
-    """ES binary linear -> norm -> (+ input when the widths agree) -> activation, on the widened stream."""
+    """ES binary linear -> norm -> (+ input when the widths agree) -> activation, on the widened stream (with ES
+    through :func:`~esbnn_plugins.ops.fused.fused_conv_bn_act` where it applies, METHOD.md section 2)."""
 
     def __init__(self, in_features: int, out_features: int, expand_ratio: int = 1, es_groups: int = 1,
                  act_binarizer: Optional[BinarizerCfg] = None, weight_binarizer: Optional[BinarizerCfg] = None,
@@ -61,6 +63,10 @@ class ESBinaryFCUnit(nn.Module):
         self.activation = build_block_activation(activation, width)
 
     def forward(self, x: Tensor) -> Tensor:
+        residual = x if self.residual else None
+        fused = fused_conv_bn_act(self.fc, self.norm, self.activation, x, residual)
+        if fused is not None:  # ES, BN1d, (R)PReLU or identity: one write of the widened output
+            return fused
         y = self.norm(self.fc(x))
         return self.activation(y + x if self.residual else y)
 

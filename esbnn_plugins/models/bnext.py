@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..ops import ESBinaryConv2d, ESConv2d, LearnableBias, concat
 from ..ops.binarizers import BinarizerCfg
+from ..ops.fused import fused_conv_bn_act
 from .base import ESNetwork, NormLayer
 from .base import shortcut_pool
 from .reactnet import MOBILENET_WIDTHS, mobilenet_layout
@@ -34,7 +35,8 @@ class BNextPart(nn.Module):
     ``y = PReLU(BN1(conv(HardSign(x + shift))))``; ``mix = s * x + (1 - s) * y`` with a learnable
     per-channel ``s`` clamped to [0, 1]; ``y = sigmoid(SE(mix)) * y``. ELM-Attention multiplies
     ``y`` by the residual ``PReLU(x)``; FFN parts use ``x`` as residual. Output ``BN2(y) + residual``
-    (``x`` average-pooled when strided).
+    (``x`` average-pooled when strided). With ES, ``PReLU(BN1(conv(.)))`` takes the fused path of
+    :func:`~esbnn_plugins.ops.fused.fused_conv_bn_act` where it applies (one write of the widened ``y``).
     """
 
     def __init__(self, channels: int, kernel_size: int, stride: int = 1, elm_attention: bool = False,
@@ -57,7 +59,9 @@ class BNextPart(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         identity = self.pool(x)
-        y = self.act(self.bn1(self.conv(self.shift(x))))
+        shifted = self.shift(x)
+        y = fused_conv_bn_act(self.conv, self.bn1, self.act, shifted, None)
+        y = self.act(self.bn1(self.conv(shifted))) if y is None else y
         scale = self.scale.clamp(0, 1).view(1, -1, 1, 1)
         y = self.se(scale * identity + (1 - scale) * y) * y
         if self.residual_act is None:

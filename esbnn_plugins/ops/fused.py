@@ -11,7 +11,7 @@ and the block runs its modules as written; ``tau = g = 1`` always takes the modu
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module
 
 from .binarizers import RPReLU
-from .es_layers import ESConv2d
+from .es_layers import ESConv2d, ESLinear
 
 _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
                  "_global_backward_pre_hooks")
@@ -27,82 +27,101 @@ _MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_ba
 
 
 class _ReplicatedAffineAct(torch.autograd.Function):
-    """``out = prelu(repeat(v) * scale + shift + residual, slope) + out_shift``; the replicate is a broadcast.
+    """``out = prelu(repeat(v) * scale + shift + residual, slope) + out_shift + skip``; the replicate is a broadcast.
 
-    ``v``: ``(N, K, H, W)``; ``scale``, ``shift`` (and ``slope``, ``out_shift`` when given): ``R*K`` values,
-    widened channel ``r*K + k`` reading unique channel ``k`` (``Tensor.repeat``'s layout).
+    ``v``: ``(N, K, H, W)``; ``shift``, ``slope``, ``out_shift``: ``(R*K,)`` per channel or ``(N, R*K)`` per
+    sample and channel, widened channel ``r*K + k`` reading unique channel ``k`` (``Tensor.repeat``'s layout);
+    ``scale``: ``(R*K,)``, or ``None`` for 1; ``residual`` is added before the activation, ``skip`` after it.
     """
 
     @staticmethod
-    def forward(ctx, v: Tensor, scale: Tensor, shift: Tensor, residual: Optional[Tensor], slope: Optional[Tensor],
-                out_shift: Optional[Tensor]) -> Tensor:
-        a = _pre_activation(v, scale, shift, residual)
-        out = a if slope is None else torch._prelu_kernel(a, slope.reshape(1, -1, 1, 1))
+    def forward(ctx, v: Tensor, scale: Optional[Tensor], shift: Tensor, residual: Optional[Tensor],
+                slope: Optional[Tensor], out_shift: Optional[Tensor], skip: Optional[Tensor]) -> Tensor:
+        out = _pre_activation(v, scale, shift, residual)
+        if slope is not None:
+            out = torch._prelu_kernel(out, _channels(slope))
         if out_shift is not None:
-            out = out.add_(out_shift.view(1, -1, 1, 1)) if slope is not None else out + out_shift.view(1, -1, 1, 1)
+            out.add_(_channels(out_shift))
+        if skip is not None:
+            out.add_(skip)
         # the PReLU input is recomputed in backward: the residual is mostly the block input, which the
         # binary conv's binarizer keeps anyway, so this holds one widened tensor less
         ctx.save_for_backward(v, scale, shift, residual, slope)
-        ctx.flags = (residual is not None, out_shift is not None)
+        ctx.flags = (residual is not None, 0 if out_shift is None else out_shift.dim(), skip is not None)
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         v, scale, shift, residual, slope = ctx.saved_tensors
-        has_residual, has_out_shift = ctx.flags
+        has_residual, out_shift_dims, has_skip = ctx.flags
         n, k, h, w = v.shape
-        replicas = scale.numel() // k
+        replicas = shift.shape[-1] // k
         grad = grad.contiguous()
-        grad_out_shift = _channel_sum(grad) if has_out_shift and ctx.needs_input_grad[5] else None
+        grad_skip = grad if has_skip else None
+        grad_out_shift = _sum_like(grad, out_shift_dims) if ctx.needs_input_grad[5] else None
         scratch = None  # one widened temporary, reused: fresh allocations of large tensors are slow on CPU
         grad_slope = None
         if slope is not None:  # PReLU backward from cheap elementwise passes (no bool masks, slow on CPU)
             negative = _pre_activation(v, scale, shift, residual).clamp_(max=0)
             if ctx.needs_input_grad[4]:
                 scratch = torch.mul(grad, negative)
-                grad_slope = _channel_sum(scratch)
-            slope = slope.reshape(1, -1, 1, 1)
-            grad = negative.sign_().mul_(1 - slope).add_(1).mul_(grad)  # d prelu / d a: 1, or slope below 0
+                grad_slope = _sum_like(scratch, slope.dim())
+            grad = negative.sign_().mul_(1 - _channels(slope)).add_(1).mul_(grad)  # d prelu / d a: 1, or slope below 0
         wide = grad.view(n, replicas, k, h, w)
-        grad_shift = _channel_sum(grad) if ctx.needs_input_grad[2] else None
+        grad_shift = _sum_like(grad, shift.dim()) if ctx.needs_input_grad[2] else None
         grad_scale = None
-        if ctx.needs_input_grad[1]:
+        if scale is not None and ctx.needs_input_grad[1]:
             out = None if scratch is None else scratch.view_as(wide)
             product = torch.mul(wide, v.unsqueeze(1), out=out)
-            grad_scale = _channel_sum(product.view_as(grad))
+            grad_scale = _sum_like(product.view_as(grad), 1)
         del scratch
         grad_v = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and scale is None:
+            grad_v = wide.sum(1)
+        elif ctx.needs_input_grad[0]:
             per_replica = scale.view(replicas, k, 1, 1)
             grad_v = wide[:, 0] * per_replica[0]
             for r in range(1, replicas):
                 grad_v.addcmul_(wide[:, r], per_replica[r])
-        return grad_v, grad_scale, grad_shift, grad if has_residual else None, grad_slope, grad_out_shift
+        return (grad_v, grad_scale, grad_shift, grad if has_residual else None, grad_slope, grad_out_shift,
+                grad_skip)
 
 
-def _pre_activation(v: Tensor, scale: Tensor, shift: Tensor, residual: Optional[Tensor]) -> Tensor:
+def _channels(param: Tensor) -> Tensor:
+    """A ``(C,)`` per-channel or ``(N, C)`` per-sample parameter, broadcastable against ``(N, C, H, W)``."""
+    return param.reshape(param.shape[0] if param.dim() == 2 else 1, -1, 1, 1)
+
+
+def _pre_activation(v: Tensor, scale: Optional[Tensor], shift: Tensor, residual: Optional[Tensor]) -> Tensor:
     """``v.repeat(1, R, 1, 1) * scale + shift + residual`` written once into a new widened tensor."""
     n, k, h, w = v.shape
-    replicas = scale.numel() // k
-    a = torch.addcmul(shift.view(1, replicas, k, 1, 1), v.unsqueeze(1), scale.view(1, replicas, k, 1, 1))
+    replicas = shift.shape[-1] // k
+    shift = shift.reshape(shift.shape[0] if shift.dim() == 2 else 1, replicas, k, 1, 1)
+    a = (torch.add(shift, v.unsqueeze(1)) if scale is None
+         else torch.addcmul(shift, v.unsqueeze(1), scale.view(1, replicas, k, 1, 1)))
     a = a.view(n, replicas * k, h, w)
     return a if residual is None else a.add_(residual)
 
 
-def _channel_sum(x: Tensor) -> Tensor:
-    """Per-channel sum of an ``(N, C, H, W)`` tensor (two reductions: faster than ``sum((0, 2, 3))`` on CPU)."""
-    return x.flatten(2).sum(2).sum(0)
+def _sum_like(x: Tensor, dims: int) -> Tensor:
+    """Sum of an ``(N, C, H, W)`` tensor over space, and over the batch when ``dims == 1`` (a per-channel
+    parameter's gradient; two reductions: faster than ``sum((0, 2, 3))`` on CPU)."""
+    per_sample = x.flatten(2).sum(2)
+    return per_sample if dims == 2 else per_sample.sum(0)
 
 
-def replicated_affine_act(v: Tensor, scale: Tensor, shift: Tensor, residual: Optional[Tensor] = None,
-                          slope: Optional[Tensor] = None, out_shift: Optional[Tensor] = None) -> Tensor:
-    """``prelu(v.repeat(1, R, 1, 1) * scale + shift + residual, slope) + out_shift`` per widened channel
-    (``R = scale.numel() // v.shape[1]``; ``residual``, ``slope``, ``out_shift`` optional), in one autograd op
-    that never materialises the replicate."""
-    return _ReplicatedAffineAct.apply(v, scale, shift, residual, slope, out_shift)
+def replicated_affine_act(v: Tensor, scale: Optional[Tensor], shift: Tensor, residual: Optional[Tensor] = None,
+                          slope: Optional[Tensor] = None, out_shift: Optional[Tensor] = None,
+                          skip: Optional[Tensor] = None) -> Tensor:
+    """``prelu(v.repeat(1, R, 1, 1) * scale + shift + residual, slope) + out_shift + skip`` per widened channel
+    (``R = shift.shape[-1] // v.shape[1]``; ``scale`` per channel ``(C,)`` or ``None`` for 1; ``shift``, ``slope``,
+    ``out_shift`` per channel ``(C,)`` or per sample ``(N, C)``; ``residual``, ``slope``, ``out_shift``, ``skip``
+    optional), in one autograd op that never materialises the replicate (METHOD.md section 2)."""
+    return _ReplicatedAffineAct.apply(v, scale, shift, residual, slope, out_shift, skip)
 
 
-def replicated_batch_norm(bn: nn.BatchNorm2d, unique: Tensor, replicas: int) -> Tuple[Tensor, Tensor, Tensor]:
+def replicated_batch_norm(bn: nn.modules.batchnorm._BatchNorm, unique: Tensor,
+                          replicas: int) -> Tuple[Tensor, Tensor, Tensor]:
     """``(v, scale, shift)`` with ``bn(unique.repeat(1, replicas, 1, 1)) == v.repeat(...) * scale + shift``.
 
     With batch statistics (training, or no running statistics) ``v`` is the unique channels normalised by
@@ -135,26 +154,45 @@ def _plain(module: nn.Module) -> bool:
     return not any(getattr(module, name) for name in _MODULE_HOOKS)
 
 
-def fused_conv_bn_act(conv: ESConv2d, bn: nn.Module, act: Optional[nn.Module], x: Tensor,
+def fusable(layer: nn.Module, x: Tensor, *modules: nn.Module) -> bool:
+    """Whether a fused path computes what ``layer`` and the ``modules`` after it compute: ``layer`` is an
+    :class:`ESConv2d` on a batched 4-D input or an :class:`ESLinear` on ``(N, C)`` rows (not a deployed packed
+    layer) that replicates (not ``tau = g = 1``, which keeps the modules bit-exact), autocast is off and no hook
+    is registered on them or globally (the analysis tools read module outputs)."""
+    shaped = (isinstance(layer, ESConv2d) and x.dim() == 4) or (isinstance(layer, ESLinear) and x.dim() == 2)
+    return (shaped and layer.replicas > 1 and not torch.is_autocast_enabled(x.device.type)
+            and all(_plain(m) for m in (layer,) + modules) and not any(getattr(_module, h) for h in _GLOBAL_HOOKS))
+
+
+def unique_channels(layer: Union[ESConv2d, ESLinear], x: Tensor) -> Tensor:
+    """The ``out/tau`` unique outputs of an ES conv ``(N, K, H, W)`` or linear (as ``(N, K, 1, 1)``),
+    binarizers included, before replication and bias."""
+    layer._check_input(x, 1)
+    if isinstance(layer, ESLinear):
+        return layer.linear(layer._input(x), layer._weight())[:, :, None, None]
+    return layer.conv(layer._input(x), layer._weight())
+
+
+def fused_conv_bn_act(conv: Union[ESConv2d, ESLinear], bn: nn.Module, act: Optional[nn.Module], x: Tensor,
                       residual: Optional[Tensor]) -> Optional[Tensor]:
     """``act(bn(conv(x)) + residual)`` (no ``act`` if ``None``) through :func:`replicated_batch_norm` and
-    :func:`replicated_affine_act`, or ``None`` where that would not be the same computation: ``conv`` does not
-    replicate (``tau = g = 1``) or has a bias, ``bn`` is not exactly ``nn.BatchNorm2d`` (SyncBN, GroupNorm,
-    ...), ``act`` is not ``RPReLU``, ``nn.PReLU`` or ``nn.Identity``, a hook is registered on any of them (the
-    analysis tools read their outputs), autocast is on, or ``x`` is not a batched 4-D input."""
+    :func:`replicated_affine_act`, or ``None`` where that would not be the same computation: not
+    :func:`fusable`, ``conv`` has a bias, ``bn`` is not exactly ``nn.BatchNorm2d`` after a conv or
+    ``nn.BatchNorm1d`` after a linear (SyncBN, GroupNorm, ...) or ``act`` is not ``RPReLU``, ``nn.PReLU`` or
+    ``nn.Identity``."""
     act = nn.Identity() if act is None else act
-    if (conv.replicas == 1 or conv.bias is not None or type(bn) is not nn.BatchNorm2d
-            or type(act) not in (RPReLU, nn.PReLU, nn.Identity) or x.dim() != 4
-            or torch.is_autocast_enabled(x.device.type)
-            or not all(_plain(m) for m in (conv, bn, act)) or any(getattr(_module, h) for h in _GLOBAL_HOOKS)):
+    norm = nn.BatchNorm1d if isinstance(conv, ESLinear) else nn.BatchNorm2d
+    if (conv.bias is not None or type(bn) is not norm or type(act) not in (RPReLU, nn.PReLU, nn.Identity)
+            or not fusable(conv, x, bn, act)):
         return None
-    conv._check_input(x, 1)
-    unique = conv.conv(conv._input(x), conv._weight())
-    v, scale, shift = replicated_batch_norm(bn, unique, conv.replicas)
+    v, scale, shift = replicated_batch_norm(bn, unique_channels(conv, x), conv.replicas)
     slope = out_shift = None
     if isinstance(act, RPReLU):
         shift = shift + act.shift_in.bias
         slope, out_shift = act.slope, act.shift_out.bias
     elif isinstance(act, nn.PReLU):
         slope = act.weight.expand(bn.num_features)
+    if x.dim() == 2:  # rows of a linear: one pixel per sample
+        residual = None if residual is None else residual[:, :, None, None]
+        return replicated_affine_act(v, scale, shift, residual, slope, out_shift).flatten(1)
     return replicated_affine_act(v, scale, shift, residual, slope, out_shift)
