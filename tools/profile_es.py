@@ -174,7 +174,9 @@ def main() -> None:
         print(f"\n{name}:\n{format_table(headers, rows)}")
     if args.out:
         body = (f"## {title}\n\nWritten by `tools/profile_es.py` on {time.strftime('%Y-%m-%d')}, load average up "
-                f"to {load:.1f} on {os.cpu_count()} CPUs. Train step (forward, backward, Adam), median ms:\n\n"
+                f"to {load:.1f} on {os.cpu_count()} CPUs"
+                + (f"; 'before' is the `esbnn_plugins` of `{args.before}`" if args.before is not None else "")
+                + ". Train step (forward, backward, Adam), median ms:\n\n"
                 f"{format_table(step_headers, step_rows, markdown=True)}\n\n"
                 f"Memory autograd holds for backward (distinct saved storages of one forward, weights included):\n\n"
                 f"{format_table(memory_headers, memory_rows, markdown=True)}\n")
