@@ -9,6 +9,7 @@ from torch import nn
 from esbnn_plugins.models import ESBinaryUnit
 from esbnn_plugins.ops import binary_sign
 from esbnn_plugins.ops.fused import fused_conv_bn_act, replicated_affine_act
+from fused_checks import assert_same_run, forward_backward
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,11 +34,7 @@ def modules_path(unit: ESBinaryUnit, x: torch.Tensor) -> torch.Tensor:
 
 
 def run(fn, unit, x):
-    unit.zero_grad()
-    x = x.clone().requires_grad_(True)
-    out = fn(unit, x)
-    out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
-    return out.detach(), x.grad, {n: p.grad for n, p in unit.named_parameters()}
+    return forward_backward(lambda v: fn(unit, v), unit, x)
 
 
 @pytest.mark.parametrize("activation", ["rprelu", "prelu", "identity"])
@@ -49,12 +46,7 @@ def test_fused_unit_matches_the_modules(tau, g, stride, activation, training):
     plain = copy.deepcopy(fused)
     x = torch.randn(3, 8 * tau * g, 6, 6)
     assert fused_conv_bn_act(copy.deepcopy(fused.conv), copy.deepcopy(fused.bn), fused.activation, x, None) is not None
-    out, gx, grads = run(lambda u, v: u(v), fused, x)
-    ref, gx_ref, grads_ref = run(modules_path, plain, x)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-5)
-    for name, grad in grads.items():
-        torch.testing.assert_close(grad, grads_ref[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert_same_run(run(lambda u, v: u(v), fused, x), run(modules_path, plain, x))
     for (name, buf), ref_buf in zip(fused.named_buffers(), plain.buffers()):
         torch.testing.assert_close(buf, ref_buf, rtol=1e-6, atol=1e-6, msg=name)  # running stats, num_batches_tracked
 
@@ -147,14 +139,7 @@ def test_fused_reactnet_block_matches_the_modules(in_ch, out_ch, stride, tau, g)
         return b.act2(concat([bn(conv(x)) + x for conv, bn in zip(b.pointwise, b.bn2)], tau, g))
 
     x = torch.randn(3, in_ch * tau * g, 6, 6)
-    out, gx, grads = run(lambda b, v: b(v), block, x)
-    ref, gx_ref, grads_ref = run(modules, plain, x)
-    if tau == g == 1:
-        assert torch.equal(out, ref) and torch.equal(gx, gx_ref)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-5)
-    for name, grad in grads.items():
-        torch.testing.assert_close(grad, grads_ref[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert_same_run(run(lambda b, v: b(v), block, x), run(modules, plain, x), exact=tau == g == 1)
 
 
 @pytest.mark.parametrize("tau,g", [(1, 1), (2, 1), (1, 2), (2, 2)])
@@ -182,14 +167,6 @@ def test_fused_bnext_part_matches_the_modules(tau, g, stride, elm_attention):
     x = torch.randn(3, 8 * tau * g, 6, 6)
     fused = fused_conv_bn_act(copy.deepcopy(part.conv), copy.deepcopy(part.bn1), part.act, x, None)
     assert (fused is None) == (tau == g == 1)
-    out, gx, grads = run(lambda p, v: p(v), part, x)
-    ref, gx_ref, grads_ref = run(modules, plain, x)
-    if tau == g == 1:
-        assert torch.equal(out, ref) and torch.equal(gx, gx_ref)
-        assert all(torch.equal(grad, grads_ref[name]) for name, grad in grads.items())
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-5)
-    for name, grad in grads.items():
-        torch.testing.assert_close(grad, grads_ref[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert_same_run(run(lambda p, v: p(v), part, x), run(modules, plain, x), exact=tau == g == 1)
     for (name, buf), ref_buf in zip(part.named_buffers(), plain.buffers()):
         torch.testing.assert_close(buf, ref_buf, rtol=1e-6, atol=1e-6, msg=name)

@@ -10,6 +10,7 @@ from torch import nn
 
 import esbnn_plugins.mmdet  # noqa: F401
 from esbnn_plugins.ops import ESBinaryConv2d
+from fused_checks import assert_same_run, forward_backward
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 
@@ -133,20 +134,7 @@ def test_es_fc_unit_fused_path_matches_the_modules(tau, g, in_features, activati
         y = plain.norm(plain.fc(v))
         return plain.activation(y + v if plain.residual else y)
 
-    results = []
-    for module, fn in ((unit, unit), (plain, modules)):
-        module.zero_grad()
-        v = x.clone().requires_grad_(True)
-        out = fn(v)
-        out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
-        results.append((out.detach(), v.grad, {n: p.grad for n, p in module.named_parameters()}))
-    (out, gx, grads), (ref, gx_ref, grads_ref) = results
-    if tau == g == 1:
-        assert torch.equal(out, ref) and torch.equal(gx, gx_ref)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-5)
-    for name, grad in grads.items():
-        torch.testing.assert_close(grad, grads_ref[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert_same_run(forward_backward(unit, unit, x), forward_backward(modules, plain, x), exact=tau == g == 1)
     for (name, buf), ref_buf in zip(unit.named_buffers(), plain.buffers()):
         torch.testing.assert_close(buf, ref_buf, rtol=1e-6, atol=1e-6, msg=name)
 

@@ -1,0 +1,30 @@
+"""Checks the fused-path tests share: run a computation forward and backward, then compare it with the
+same computation written with the modules (METHOD.md section 2: the fused ES epilogue must compute it)."""
+from typing import Callable, Dict, List, Tuple
+
+import torch
+from torch import Tensor, nn
+
+Run = Tuple[Tensor, List[Tensor], Dict[str, Tensor]]
+
+
+def forward_backward(fn: Callable[..., Tensor], module: nn.Module, *inputs: Tensor) -> Run:
+    """Output, input gradients and parameter gradients of ``fn(*inputs)`` under a fixed output gradient."""
+    module.zero_grad()
+    inputs = [t.clone().requires_grad_(True) for t in inputs]
+    out = fn(*inputs)
+    out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+    return out.detach(), [t.grad for t in inputs], {n: p.grad for n, p in module.named_parameters()}
+
+
+def assert_same_run(run: Run, reference: Run, exact: bool = False) -> None:
+    """Outputs within 1e-5 and gradients within 1e-4 relative of the reference; bit-identical if ``exact``."""
+    (out, grads_in, grads), (ref, refs_in, refs) = run, reference
+    if exact:
+        assert torch.equal(out, ref) and all(torch.equal(a, b) for a, b in zip(grads_in, refs_in))
+        assert all(torch.equal(grads[name], refs[name]) for name in grads)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads_in, refs_in):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, refs[name], rtol=1e-4, atol=1e-5, msg=name)
