@@ -195,4 +195,6 @@ def test_training_memory_counts_the_widened_stream():
     spec.loader.exec_module(tool)
     x = __import__("torch").zeros(4, 1, 28, 28)
     base, es = (tool.training_memory(resnet20(in_channels=1, num_classes=10, expand_ratio=t), x) for t in (1, 2))
-    assert 1.5 < es / base < 2.5  # per-channel work and saved activations at twice the width
+    # the widened stream costs memory, but the fused ES epilogue (esbnn_plugins/ops/fused.py) saves the unique
+    # channels where it can, keeping ES within issue 12's target of 1.5x the baseline
+    assert 1.1 < es / base <= 1.5
