@@ -45,3 +45,7 @@ def test_tiny_run_writes_runs_and_report(tmp_path):
     runs = [json.loads(line) for line in (tmp_path / "work" / "runs.jsonl").read_text().splitlines()]
     assert [r["options"] for r in runs] == ["baseline", "ES + widened classifier", "ES + mean reduce"]
     assert "| ES + mean reduce |" in out.read_text()
+    # --report-only trains nothing and reports what is finished (the new seed has no run yet)
+    tool.main(args + ["--seeds", "0", "1", "--options", "baseline", "ES + mean reduce", "--report-only"])
+    assert len((tmp_path / "work" / "runs.jsonl").read_text().splitlines()) == 3
+    assert "| ES + mean reduce |" in out.read_text() and "| ES + widened classifier |" not in out.read_text()

@@ -173,6 +173,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help="each finished run is appended to runs.jsonl there; a rerun with the same settings "
                              "reuses them (stop and go on)")
     parser.add_argument("--out", type=Path, default=None, help="report file to write the section into")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: report the finished runs of --work-dir with these settings")
     args = parser.parse_args(argv)
     try:
         split_indices(args.data_root, "train", args.val_per_class, args.train_subset)
@@ -186,8 +188,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             and r["seed"] in args.seeds]
     if runs:
         print(f"reusing {len(runs)} finished run(s) with the same settings from {log}")
-    jobs = [(name, seed) for seed in args.seeds for name in args.options
-            if not any(r["options"] == name and r["seed"] == seed for r in runs)]
+    jobs = [] if args.report_only else [(name, seed) for seed in args.seeds for name in args.options
+                                        if not any(r["options"] == name and r["seed"] == seed for r in runs)]
     threads = max(1, (os.cpu_count() or 1) // args.jobs)  # per process with --jobs > 1
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) if args.jobs > 1 else nullcontext() as pool:
         if pool is None:
@@ -200,6 +202,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 f.write(json.dumps(run) + "\n")
             print(f"{run['options']} seed {run['seed']}: val {run['val']:.2f} test {run['test']:.2f} "
                   f"({run['seconds']:.0f} s)", flush=True)
+    if not runs:
+        parser.error(f"no finished run with these settings in {log}")
     body = report(runs, args)
     if args.out is not None:
         write_section(args.out, "fashion-options", body)
