@@ -1,5 +1,4 @@
 """tools/benchmark_es_options.py: the augmentation and one tiny end-to-end run on idx files the test writes."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -7,10 +6,7 @@ import torch
 
 from test_fashion_mnist import make_fashion
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("benchmark_es_options", ROOT / "tools" / "benchmark_es_options.py")
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+import benchmark_es_options as tool
 
 
 def test_augment_is_a_padded_shifted_window_maybe_flipped():

@@ -1,5 +1,4 @@
 """tools/export.py (issue 11): an MMPretrain checkpoint becomes a torch-only deploy file with the same logits."""
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +12,8 @@ CONFIG = ROOT / "configs" / "mmpretrain" / "es-resnet20-tau2-g2_kd-step2_1xb128_
 
 def run_export(*args):
     """``tools/export.py ARGS`` in this process (importing MMPretrain once for the whole module)."""
-    spec = importlib.util.spec_from_file_location("export_tool", ROOT / "tools" / "export.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    tool.main([str(a) for a in args])
+    import export
+    export.main([str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """tools/train_sr.py: loss goes down, checkpoints (limit, save/load hooks, resume), validation output, errors,
 and an unchanged run under `accelerate launch` with 2 CPU processes."""
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -27,16 +27,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 
-def load_train_module():
-    spec = importlib.util.spec_from_file_location("train_sr", TRAIN_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def train_sr():
-    return load_train_module()
+    return importlib.import_module("train_sr")
 
 
 def train(train_sr, out: Path, *args: str) -> dict:

@@ -161,11 +161,7 @@ def test_stock_train_script_and_two_step_tool_on_tiny_files(tmp_path):
 
 
 def test_benchmark_fashion_section_keeps_the_other_sections(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("benchmark_classification", ROOT / "tools" / "benchmark_classification.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    import benchmark_classification as tool
     make_fashion(tmp_path / "data")
     out = tmp_path / "results" / "classification.md"
     tool.write_section(out, "mnist", "## MNIST digits\n\n| MNIST digits | baseline | 96.1 |")
@@ -186,13 +182,9 @@ def test_benchmark_fashion_section_keeps_the_other_sections(tmp_path):
 
 
 def test_training_memory_counts_the_widened_stream():
-    import importlib.util
-
     from esbnn_plugins.models import resnet20
 
-    spec = importlib.util.spec_from_file_location("benchmark_classification", ROOT / "tools" / "benchmark_classification.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    import benchmark_classification as tool
     x = __import__("torch").zeros(4, 1, 28, 28)
     base, es = (tool.training_memory(resnet20(in_channels=1, num_classes=10, expand_ratio=t), x) for t in (1, 2))
     # the widened stream costs memory, but the fused ES epilogue (esbnn_plugins/ops/fused.py) saves the unique

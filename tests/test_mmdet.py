@@ -238,8 +238,6 @@ def test_unknown_binarizer_in_config_names_the_layer():
 
 
 def test_es_detectors_keep_baseline_ops_per_part():
-    import sys
-    sys.path.insert(0, str(ROOT / "tools"))
     from benchmark_detection import PARTS, TensorForward
     from esbnn_plugins.analysis import complexity
     reports = {}

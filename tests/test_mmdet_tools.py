@@ -15,7 +15,6 @@ from mmengine.registry import init_default_scope
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = Path(mmdet.__file__).parent / ".mim" / "tools"
-sys.path.insert(0, str(ROOT / "tools"))
 from make_digit_detection import CLASSES, make_dataset  # noqa: E402
 
 

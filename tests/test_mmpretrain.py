@@ -471,12 +471,7 @@ def test_distillation_checkpoints_hold_the_student_alone_and_teacher_loads_when_
 
 
 def test_benchmark_writes_to_its_work_dir_unless_out_is_given(tmp_path, monkeypatch):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("benchmark_classification",
-                                                  ROOT / "tools" / "benchmark_classification.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    import benchmark_classification as tool
     trained = []
 
     def fake_train(config, seed, epochs, work_dir, backbone=None, options=None, test=False):

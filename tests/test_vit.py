@@ -276,13 +276,9 @@ def test_fashion_configs_train_with_the_stock_script_and_infer(tmp_path):
 
 
 def test_benchmark_fashion_vit_section(tmp_path):
-    import importlib.util
-
     from test_fashion_mnist import make_fashion
 
-    spec = importlib.util.spec_from_file_location("benchmark_classification", ROOT / "tools" / "benchmark_classification.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    import benchmark_classification as tool
     make_fashion(tmp_path / "data")
     out = tmp_path / "results" / "classification.md"
     tool.write_section(out, "fashion", "## Fashion-MNIST: ResNet-20\n\n| baseline | one step | 90.0 |")

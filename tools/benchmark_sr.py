@@ -18,7 +18,6 @@ weights) and prints the times and ratios, writing nothing.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import time
@@ -39,13 +38,6 @@ from esbnn_plugins.diffusers.evaluation import evaluate
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "diffusers" / "demo_es-sr-tau2_x2_skimage.yaml"
 VARIANTS = {"baseline (tau=1)": (1, 1), "ES (tau=2)": (2, 1), "ES+G (tau=2, g=2)": (2, 2)}
-
-
-def load_train_sr():
-    spec = importlib.util.spec_from_file_location("train_sr", ROOT / "tools" / "train_sr.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def interleaved_medians(functions: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
@@ -138,7 +130,7 @@ def main() -> None:
 
     cfg = yaml.safe_load(args.config.read_text())
     training = cfg.get("training", {})
-    train_sr = load_train_sr()
+    import train_sr  # tools/ (this script's folder) is on sys.path
     defaults = train_sr.build_parser()
     steps = args.num_inference_steps or training.get("num_inference_steps",
                                                      defaults.get_default("num_inference_steps"))

@@ -10,7 +10,6 @@ Writes ``<work-dir>/demo_sr.png`` (LR | bicubic | SR | HR) and prints PSNR/SSIM 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 
 import torch
@@ -25,13 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "diffusers" / "demo_es-sr-tau2_x2_skimage.yaml"
 
 
-def load_train_sr():
-    spec = importlib.util.spec_from_file_location("train_sr", ROOT / "tools" / "train_sr.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=3.0, help="training time budget")
@@ -44,7 +36,7 @@ def main() -> None:
     cfg = yaml.safe_load(args.config.read_text())
     train_args = ["--config", str(args.config), "--output_dir", str(args.work_dir),
                   "--max_train_time", str(args.minutes * 60)]
-    train_sr = load_train_sr()
+    import train_sr  # tools/ (this script's folder) is on sys.path
     summary = train_sr.main(train_args)
     print(f"\nTrained {summary['steps']} steps in {summary['train_seconds']:.0f} s "
           f"(L1 loss {sum(summary['losses'][:20]) / max(1, len(summary['losses'][:20])):.3f} over the first "
