@@ -4,8 +4,24 @@ from typing import Callable, Dict, List, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 Run = Tuple[Tensor, List[Tensor], Dict[str, Tensor]]
+
+
+def perturb_per_channel(module: nn.Module, running_stats: bool = False) -> nn.Module:
+    """Per-channel parameters (and, with ``running_stats``, BN statistics) that differ from replica to replica,
+    so a fused path that mixed up the widened channels would show."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.2)
+        if running_stats:
+            for m in module.modules():
+                if isinstance(m, _BatchNorm):
+                    m.running_mean.normal_(0, 0.3)
+                    m.running_var.uniform_(0.5, 2.0)
+    return module
 
 
 def forward_backward(fn: Callable[..., Tensor], module: nn.Module, *inputs: Tensor) -> Run:

@@ -9,23 +9,14 @@ from torch import nn
 from esbnn_plugins.models import ESBinaryUnit
 from esbnn_plugins.ops import binary_sign
 from esbnn_plugins.ops.fused import fused_conv_bn_act, replicated_affine_act
-from fused_checks import assert_same_run, forward_backward
+from fused_checks import assert_same_run, forward_backward, perturb_per_channel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def perturbed_unit(*args, **kwargs) -> ESBinaryUnit:
     """A unit whose per-channel parameters and running statistics differ from replica to replica."""
-    unit = ESBinaryUnit(*args, **kwargs)
-    with torch.no_grad():
-        for p in unit.parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.2)
-        for m in unit.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-    return unit
+    return perturb_per_channel(ESBinaryUnit(*args, **kwargs), running_stats=True)
 
 
 def modules_path(unit: ESBinaryUnit, x: torch.Tensor) -> torch.Tensor:
@@ -127,11 +118,7 @@ def test_fused_reactnet_block_matches_the_modules(in_ch, out_ch, stride, tau, g)
     from esbnn_plugins.ops import concat
 
     torch.manual_seed(0)
-    block = ReActBlock(in_ch, out_ch, stride, tau, g)
-    with torch.no_grad():
-        for p in block.parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.2)
+    block = perturb_per_channel(ReActBlock(in_ch, out_ch, stride, tau, g))
     plain = copy.deepcopy(block)
 
     def modules(b, x):
@@ -148,12 +135,8 @@ def test_fused_bnext_part_matches_the_modules(tau, g, stride, elm_attention):
     from esbnn_plugins.models.bnext import BNEXT_ACT_BINARIZER, BNextPart
 
     torch.manual_seed(0)
-    part = BNextPart(8, 3, stride, elm_attention, tau, g, act_binarizer=BNEXT_ACT_BINARIZER,
-                     weight_binarizer="scaled_sign", se_ratio=2)
-    with torch.no_grad():
-        for p in part.parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.2)
+    part = perturb_per_channel(BNextPart(8, 3, stride, elm_attention, tau, g, act_binarizer=BNEXT_ACT_BINARIZER,
+                                         weight_binarizer="scaled_sign", se_ratio=2))
     plain = copy.deepcopy(part)
 
     def modules(p, x):

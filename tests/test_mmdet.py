@@ -10,7 +10,7 @@ from torch import nn
 
 import esbnn_plugins.mmdet  # noqa: F401
 from esbnn_plugins.ops import ESBinaryConv2d
-from fused_checks import assert_same_run, forward_backward
+from fused_checks import assert_same_run, forward_backward, perturb_per_channel
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 
@@ -117,13 +117,7 @@ def test_es_fc_unit_fused_path_matches_the_modules(tau, g, in_features, activati
     from esbnn_plugins.ops.fused import fused_conv_bn_act
 
     torch.manual_seed(0)
-    unit = ESBinaryFCUnit(in_features, 16, tau, g, activation=activation)
-    with torch.no_grad():
-        for p in unit.parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.2)
-        unit.norm.running_mean.normal_(0, 0.3)
-        unit.norm.running_var.uniform_(0.5, 2.0)
+    unit = perturb_per_channel(ESBinaryFCUnit(in_features, 16, tau, g, activation=activation), running_stats=True)
     unit.train(training)
     plain = copy.deepcopy(unit)
     x = torch.randn(5, in_features * tau * g)
