@@ -34,7 +34,8 @@ def forward_backward(fn: Callable[..., Tensor], module: nn.Module, *inputs: Tens
 
 
 def assert_same_run(run: Run, reference: Run, exact: bool = False) -> None:
-    """Outputs within 1e-5 and gradients within 1e-4 relative of the reference; bit-identical if ``exact``."""
+    """Outputs within 1e-5 and gradients within 1e-4 relative of the reference (parameter gradients: plus 1e-5 of
+    their largest entry); bit-identical if ``exact``."""
     (out, grads_in, grads), (ref, refs_in, refs) = run, reference
     if exact:
         assert torch.equal(out, ref) and all(torch.equal(a, b) for a, b in zip(grads_in, refs_in))
@@ -42,5 +43,6 @@ def assert_same_run(run: Run, reference: Run, exact: bool = False) -> None:
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     for a, b in zip(grads_in, refs_in):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    for name, grad in grads.items():
-        torch.testing.assert_close(grad, refs[name], rtol=1e-4, atol=1e-5, msg=name)
+    for name, grad in grads.items():  # sums over batch and space that cancel: float error scales with the largest
+        torch.testing.assert_close(grad, refs[name], rtol=1e-4, atol=1e-5 * max(1.0, refs[name].abs().max().item()),
+                                   msg=name)

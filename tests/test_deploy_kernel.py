@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from esbnn_plugins.deploy import kernel
-from esbnn_plugins.ops import binary_sign
+from esbnn_plugins.ops import binary_sign, native
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -104,8 +104,7 @@ def test_without_a_compiler_the_reference_runs_after_one_warning(monkeypatch):
         raise RuntimeError("Error building extension: g++ not found")
 
     monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
-    monkeypatch.setattr(kernel, "_extension", None)
-    monkeypatch.setattr(kernel, "_load_failed", False)
+    monkeypatch.setattr(native, "_built", {})
     monkeypatch.setattr(kernel, "_levels", None)
     with pytest.warns(RuntimeWarning, match="g\\+\\+ not found.*pure-PyTorch reference") as record:
         assert kernel.available_levels() == ["reference"] and kernel.kernel_level() == "reference"

@@ -8,6 +8,7 @@ from torch import nn
 
 from esbnn_plugins.models import ESBinaryUnit
 from esbnn_plugins.ops import binary_sign
+from esbnn_plugins.ops import fused, native
 from esbnn_plugins.ops.fused import fused_conv_bn_act, replicated_affine_act
 from fused_checks import assert_same_run, forward_backward, perturb_per_channel
 
@@ -83,7 +84,16 @@ def test_modules_run_where_the_fused_path_would_differ():
         assert fused_conv_bn_act(unit.conv, unit.bn, unit.activation, x, None) is None
 
 
-def test_replicated_affine_act_gradcheck():
+@pytest.fixture(params=["native", "torch"])
+def kernel(request, monkeypatch):
+    """Both implementations of the fused op: the one-pass C++ kernel and the PyTorch ops."""
+    monkeypatch.setenv(fused.ENV_KERNEL, request.param)
+    if request.param == "native":
+        assert fused._native(torch.zeros(1)) is not None, "the native kernel did not build"
+    return request.param
+
+
+def test_replicated_affine_act_gradcheck(kernel):
     torch.manual_seed(0)
     v = torch.randn(2, 3, 4, 4, dtype=torch.double, requires_grad=True)
     scale, shift, slope, out_shift = (torch.randn(12, dtype=torch.double, requires_grad=True) for _ in range(4))
@@ -95,7 +105,7 @@ def test_replicated_affine_act_gradcheck():
                                expected + out_shift.view(1, -1, 1, 1))
 
 
-def test_replicated_affine_act_per_sample_parameters_and_skip():
+def test_replicated_affine_act_per_sample_parameters_and_skip(kernel):
     """Per-sample shifts and slopes (the SR UNet's timestep banks), no scale, and a skip added after the
     activation: gradcheck, and the same values as the replicate written out."""
     torch.manual_seed(0)
@@ -153,3 +163,51 @@ def test_fused_bnext_part_matches_the_modules(tau, g, stride, elm_attention):
     assert_same_run(run(lambda p, v: p(v), part, x), run(modules, plain, x), exact=tau == g == 1)
     for (name, buf), ref_buf in zip(part.named_buffers(), plain.buffers()):
         torch.testing.assert_close(buf, ref_buf, rtol=1e-6, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("scale,residual,slope,out_shift,skip", [
+    (True, True, True, True, False), (True, False, False, False, False), (False, True, False, True, True),
+    (True, False, True, False, True), (False, False, True, True, False)])
+def test_native_kernel_matches_the_pytorch_ops(monkeypatch, per_sample, scale, residual, slope, out_shift, skip):
+    """float32, every combination the callers use, a residual that is not contiguous and a slope that is an
+    ``expand`` (nn.PReLU's single weight): the C++ kernel and the PyTorch ops agree, forward and backward."""
+    torch.manual_seed(0)
+    n, k, replicas, h, w = 3, 5, 4, 7, 6
+    width, params = k * replicas, (3, k * replicas) if per_sample else (k * replicas,)
+    inputs = [torch.randn(n, k, h, w), torch.randn(width) if scale else None, torch.randn(*params),
+              torch.randn(n, h, w, width).permute(0, 3, 1, 2) if residual else None,
+              torch.rand(1).expand(*params) if slope else None, torch.randn(*params) if out_shift else None,
+              torch.randn(n, width, h, w) if skip else None]
+    runs = []
+    for name in ("native", "torch"):
+        monkeypatch.setenv(fused.ENV_KERNEL, name)
+        leaves = [None if t is None else t.detach().clone().requires_grad_(True) for t in inputs]
+        out = replicated_affine_act(*leaves)
+        out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+        runs.append((out, [None if t is None else t.grad for t in leaves]))
+    (out, grads), (ref, ref_grads) = runs
+    torch.testing.assert_close(out, ref)
+    for grad, ref_grad in zip(grads, ref_grads):
+        assert (grad is None) == (ref_grad is None)
+        if grad is not None:
+            torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-5)
+
+
+def test_without_a_compiler_the_fused_op_runs_the_pytorch_ops_after_one_warning(monkeypatch):
+    import torch.utils.cpp_extension
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Error building extension: g++ not found")
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(native, "_built", {})
+    monkeypatch.delenv(fused.ENV_KERNEL, raising=False)
+    torch.manual_seed(0)
+    v, shift = torch.randn(2, 3, 4, 4), torch.randn(6)
+    with pytest.warns(RuntimeWarning, match="g\\+\\+ not found.*PyTorch ops.*ESBNN_FUSED_KERNEL=torch") as record:
+        first = replicated_affine_act(v, None, shift)
+        second = replicated_affine_act(v, None, shift)
+    assert len(record) == 1
+    expected = v.repeat(1, 2, 1, 1) + shift.view(1, -1, 1, 1)
+    assert torch.equal(first, expected) and torch.equal(second, expected)

@@ -14,15 +14,15 @@ compiler the bit-exact reference in pure PyTorch is used, with one warning.
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ..ops.native import load_extension
 
 REFERENCE = "reference"
 LEVELS = ("portable", "avx2", "avx512_vpopcntdq")
@@ -33,29 +33,14 @@ BLOCK = 8
 """Kernels per block of the packed weight layout."""
 
 _CSRC = Path(__file__).resolve().parent / "csrc"
-_extension = None
-_load_failed = False
 _levels: Optional[List[str]] = None
 _forced: Optional[str] = None
 
 
 def _native():
     """The compiled extension, built on first call; ``None`` (after one warning) if it cannot be built."""
-    global _extension, _load_failed
-    if _extension is None and not _load_failed:
-        # torch rebuilds when the sources or flags change; the included body is not a source, so its hash is a flag
-        body = hashlib.sha1((_CSRC / "binary_conv_body.h").read_bytes()).hexdigest()[:12]
-        try:
-            from torch.utils.cpp_extension import load
-            _extension = load(name="esbnn_binary_conv", sources=[str(_CSRC / "binary_conv.cpp")],
-                              extra_include_paths=[str(_CSRC)], verbose=False, extra_ldflags=["-fopenmp"],
-                              extra_cflags=["-O3", "-fopenmp", f"-DESBNN_BODY_SHA1={body}"])
-        except Exception as err:  # no compiler, no headers, build error: all mean "use the reference"
-            _load_failed = True
-            warnings.warn(f"esbnn_plugins.deploy: the native binary conv kernel could not be built "
-                          f"({type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}); "
-                          f"using the pure-PyTorch reference (bit-exact, slower)", RuntimeWarning, stacklevel=3)
-    return _extension
+    return load_extension("esbnn_binary_conv", _CSRC / "binary_conv.cpp",
+                          "the pure-PyTorch reference (bit-exact, slower)", headers=[_CSRC / "binary_conv_body.h"])
 
 
 def available_levels() -> List[str]:

@@ -5,12 +5,16 @@ normalises each copy with its own affine. The batch statistics of identical copi
 unique channel, so the normalisation runs on the unique channels and only the per-channel affine, the
 residual add and the block's (R)PReLU touch the widened tensor, in one fused autograd op
 (:func:`replicated_affine_act`) instead of repeat, BN, add, shift, PReLU and shift, each a pass over the
-widened tensor forward and backward. :func:`fused_conv_bn_act` is the fast path a block takes for
+widened tensor forward and backward. On CPU that op is one pass forward and one backward of a C++ kernel
+(``csrc/replicated_affine_act.cpp``, built on first use, :mod:`.native`); elsewhere, or with
+``ESBNN_FUSED_KERNEL=torch``, a few PyTorch ops compute the same. :func:`fused_conv_bn_act` is the fast path a block takes for
 ``act(bn(conv(x)) + residual)`` when the pieces are the plain modules it knows, else it returns ``None``
 and the block runs its modules as written; ``tau = g = 1`` always takes the modules (bit-exact baseline).
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Optional, Tuple, Union
 
 import torch
@@ -20,6 +24,11 @@ from torch.nn.modules import module as _module
 
 from .binarizers import RPReLU
 from .es_layers import ESConv2d, ESLinear
+from .native import load_extension
+
+ENV_KERNEL = "ESBNN_FUSED_KERNEL"
+"""``native`` (default: the one-pass C++ kernel on CPU where it builds) or ``torch`` (the PyTorch ops)."""
+_CSRC = Path(__file__).resolve().parent / "csrc"
 
 _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
                  "_global_backward_pre_hooks")
@@ -37,6 +46,14 @@ class _ReplicatedAffineAct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, v: Tensor, scale: Optional[Tensor], shift: Tensor, residual: Optional[Tensor],
                 slope: Optional[Tensor], out_shift: Optional[Tensor], skip: Optional[Tensor]) -> Tensor:
+        ctx.flags = (residual is not None, 0 if out_shift is None else out_shift.dim(), skip is not None)
+        ext = _native(v, scale, shift, residual, slope, out_shift, skip)
+        ctx.native = ext is not None
+        if ext is not None:
+            v, scale, shift, residual, slope, out_shift, skip = (
+                None if t is None else t.contiguous() for t in (v, scale, shift, residual, slope, out_shift, skip))
+            ctx.save_for_backward(v, scale, shift, residual, slope)
+            return ext.forward(v, scale, shift, residual, slope, out_shift, skip)
         out = _pre_activation(v, scale, shift, residual)
         if slope is not None:
             out = torch._prelu_kernel(out, _channels(slope))
@@ -47,13 +64,14 @@ class _ReplicatedAffineAct(torch.autograd.Function):
         # the PReLU input is recomputed in backward: the residual is mostly the block input, which the
         # binary conv's binarizer keeps anyway, so this holds one widened tensor less
         ctx.save_for_backward(v, scale, shift, residual, slope)
-        ctx.flags = (residual is not None, 0 if out_shift is None else out_shift.dim(), skip is not None)
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         v, scale, shift, residual, slope = ctx.saved_tensors
         has_residual, out_shift_dims, has_skip = ctx.flags
+        if ctx.native:
+            return _native_backward(ctx, grad, v, scale, shift, residual, slope)
         n, k, h, w = v.shape
         replicas = shift.shape[-1] // k
         grad = grad.contiguous()
@@ -85,6 +103,35 @@ class _ReplicatedAffineAct(torch.autograd.Function):
                 grad_v.addcmul_(wide[:, r], per_replica[r])
         return (grad_v, grad_scale, grad_shift, grad if has_residual else None, grad_slope, grad_out_shift,
                 grad_skip)
+
+
+def _native(*tensors: Optional[Tensor]):
+    """The one-pass native kernel (``csrc/replicated_affine_act.cpp``) if it serves these tensors (CPU, one
+    floating dtype, built here, not switched off by ``ESBNN_FUSED_KERNEL=torch``), else ``None``."""
+    present = [t for t in tensors if t is not None]
+    if (os.environ.get(ENV_KERNEL, "native") == "torch" or any(t.device.type != "cpu" for t in present)
+            or len({t.dtype for t in present}) != 1 or present[0].dtype not in (torch.float32, torch.float64)):
+        return None
+    return load_extension("esbnn_replicated_affine_act", _CSRC / "replicated_affine_act.cpp",
+                          f"the PyTorch ops for the fused ES epilogue ({ENV_KERNEL}=torch)")
+
+
+def _native_backward(ctx, grad: Tensor, v: Tensor, scale: Optional[Tensor], shift: Tensor,
+                     residual: Optional[Tensor], slope: Optional[Tensor]) -> tuple:
+    """The gradients of :class:`_ReplicatedAffineAct` from the native kernel's one pass; it returns per-sample
+    sums, reduced over the batch here for per-channel parameters."""
+    has_residual, out_shift_dims, has_skip = ctx.flags
+    grad = grad.contiguous()
+    grad_v, sum_scale, sum_shift, sum_slope, sum_out_shift, grad_pre = _native(v).backward(
+        grad, v, scale, shift, residual, slope)
+
+    def reduced(sums: Tensor, dims: int, index: int) -> Optional[Tensor]:
+        return (sums if dims == 2 else sums.sum(0)) if ctx.needs_input_grad[index] else None
+
+    return (grad_v if ctx.needs_input_grad[0] else None, None if scale is None else reduced(sum_scale, 1, 1),
+            reduced(sum_shift, shift.dim(), 2), grad_pre if has_residual else None,
+            None if slope is None else reduced(sum_slope, slope.dim(), 4), reduced(sum_out_shift, out_shift_dims, 5),
+            grad if has_skip else None)
 
 
 def _channels(param: Tensor) -> Tensor:
