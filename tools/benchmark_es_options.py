@@ -8,7 +8,10 @@ class), the test split only reports. The options (METHOD.md section 2; official 
 
 * ``stem_norm_after_expand``: the stem's BN over the ``C*tau*g`` replicated channels (ES-BNext);
 * ``reduce_mode``: ``slice`` (first replica), ``mean`` (average of replicas) or ``none`` (the classifier
-  reads the whole widened stream, ES-ReActNet-A).
+  reads the whole widened stream, ES-ReActNet-A);
+* ``act_binarizer='rsign'`` (a learnable shift before each sign, ReActNet), and with it
+  ``threshold_spread``: the shifts of the ``tau*tau*g`` copies start at spread normal quantiles
+  (:func:`esbnn_plugins.ops.stream.spread_thresholds`, ours), so the copies differ from the first step.
 
 Runs on CPU or CUDA (``--device``); ``--jobs N`` trains N runs at once in separate processes.
 
@@ -39,6 +42,7 @@ from esbnn_plugins.analysis import complexity, format_table, write_section  # no
 from esbnn_plugins.analysis.variants import positive_int  # noqa: E402
 from esbnn_plugins.datasets.fashion_mnist import split_indices  # noqa: E402
 from esbnn_plugins.models import ESBinaryResNet  # noqa: E402
+from esbnn_plugins.ops.stream import spread_thresholds  # noqa: E402
 
 OPTION_SETS: Dict[str, dict] = {
     "baseline": dict(expand_ratio=1, es_groups=1),
@@ -47,6 +51,9 @@ OPTION_SETS: Dict[str, dict] = {
     "ES + mean reduce": dict(expand_ratio=2, reduce_mode="mean"),
     "ES + widened classifier": dict(expand_ratio=2, reduce_mode="none"),
     "ES + stem norm + widened classifier": dict(expand_ratio=2, stem_norm_after_expand=True, reduce_mode="none"),
+    "baseline + RSign": dict(expand_ratio=1, act_binarizer="rsign"),
+    "ES + RSign": dict(expand_ratio=2, act_binarizer="rsign"),
+    "ES + RSign, spread thresholds": dict(expand_ratio=2, act_binarizer="rsign", threshold_spread=1.0),
     "ES+G": dict(expand_ratio=2, es_groups=2),
     "ES+G + stem norm + widened classifier": dict(expand_ratio=2, es_groups=2, stem_norm_after_expand=True,
                                                  reduce_mode="none"),
@@ -57,7 +64,12 @@ HEADERS = ["Options", "tau", "g", "Val top-1 (%)", "Val std", "Test top-1 (%)", 
 
 
 def build(options: dict) -> ESBinaryResNet:
-    return ESBinaryResNet(depth=20, in_channels=1, num_classes=10, **options)
+    options = dict(options)
+    spread = options.pop("threshold_spread", None)
+    model = ESBinaryResNet(depth=20, in_channels=1, num_classes=10, **options)
+    if spread is not None:
+        spread_thresholds(model, spread)
+    return model
 
 
 def tensors(args: argparse.Namespace, split: str, subset: Optional[int] = None):

@@ -94,3 +94,30 @@ class ESReduce(nn.Module):
 
     def extra_repr(self) -> str:
         return f"expand_ratio={self.expand_ratio}, es_groups={self.es_groups}, mode={self.mode!r}, dim={self.dim}"
+
+
+def spread_thresholds(model: nn.Module, spread: float) -> int:
+    """Initialise the learnable input shifts (``rsign``) of every ES binary layer of ``model`` with
+    ``replicas > 1`` so the copies of a channel are binarised at different thresholds: the ``R = tau*tau*g``
+    blocks of the widened input get ``spread * Phi^-1((r + 1/2) / R)``, ``r = 0..R-1`` (normal quantiles),
+    so together they code a real input with ``R + 1`` levels instead of one sign. Ours, not the paper's: at
+    the usual zero init the copies enter every binary layer identical (METHOD.md section 2) and differ only
+    once the per-copy BN affines have moved apart. Returns the number of layers initialised."""
+    from .binarizers import RSign
+    from .es_layers import _BinaryMixin
+
+    count = 0
+    normal = torch.distributions.Normal(0.0, 1.0)
+    for name, layer in model.named_modules():
+        if not isinstance(layer, _BinaryMixin) or layer.replicas == 1:
+            continue
+        if not isinstance(layer.act_binarizer, RSign):
+            raise ValueError(f"spread_thresholds: layer {name!r} binarizes with {type(layer.act_binarizer).__name__}, "
+                             "which has no learnable shift; build the model with act_binarizer='rsign'")
+        replicas = layer.replicas
+        thresholds = spread * normal.icdf((torch.arange(replicas) + 0.5) / replicas)
+        bias = layer.act_binarizer.shift.bias
+        with torch.no_grad():  # sign(x + shift) flips at x = -shift
+            bias.copy_((-thresholds).repeat_interleave(bias.numel() // replicas).to(bias))
+        count += 1
+    return count
