@@ -162,3 +162,31 @@ def test_es_group_conv_weight_gradient_group_by_group_matches_grouped_conv(tau, 
     ref.backward(grad)
     torch.testing.assert_close(x1.grad, x2.grad)
     torch.testing.assert_close(layer.weight.grad, weight.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_spread_thresholds_code_a_real_input_with_replicas_plus_one_levels():
+    from esbnn_plugins.models import ESBinaryResNet
+    from esbnn_plugins.ops.stream import spread_thresholds
+
+    torch.manual_seed(0)
+    model = ESBinaryResNet(depth=20, in_channels=1, num_classes=10, expand_ratio=2, act_binarizer="rsign")
+    assert spread_thresholds(model, 0.5) == 18  # the binary 3x3 convs; full-precision shortcuts have no binarizer
+    layer = model.stages[1][0].conv  # 16 * 2 input channels, tau * tau = 4 copies
+    quantiles = torch.tensor([-1.1503494, -0.3186394, 0.3186394, 1.1503494]) * 0.5
+    torch.testing.assert_close(layer.act_binarizer.shift.bias, (-quantiles).repeat_interleave(8))
+    # one real value per unique channel, the same in every copy: the copies' signs count how many thresholds it passes
+    x = torch.linspace(-1, 1, 8).view(1, 8, 1, 1).repeat(1, 4, 1, 1)
+    levels = layer.act_binarizer(x).view(4, 8).sum(0)
+    assert levels.tolist() == [sum(1 if v > t else -1 for t in quantiles.tolist()) for v in torch.linspace(-1, 1, 8).tolist()]
+    assert len(set(levels.tolist())) == 5
+
+
+def test_spread_thresholds_need_a_learnable_shift_and_leave_tau1_alone():
+    from esbnn_plugins.models import ESBinaryResNet
+    from esbnn_plugins.ops.stream import spread_thresholds
+
+    with pytest.raises(ValueError, match="'stages.0.0.conv' binarizes with ApproxSign.*act_binarizer='rsign'"):
+        spread_thresholds(ESBinaryResNet(depth=20, in_channels=1, num_classes=10, expand_ratio=2), 1.0)
+    baseline = ESBinaryResNet(depth=20, in_channels=1, num_classes=10, act_binarizer="rsign")
+    assert spread_thresholds(baseline, 1.0) == 0
+    assert all(not p.any() for n, p in baseline.named_parameters() if n.endswith("shift.bias"))
