@@ -55,60 +55,55 @@ inline __attribute__((always_inline)) void forward_tasks(const Args<T>& a, int64
   }
 }
 
+// One replica's row: the gradient before the activation, its four sums, and its share of grad_v (the first
+// replica writes it, the others add: ACC).
+template <typename T, bool RES, bool SLOPE, bool ACC>
+inline __attribute__((always_inline)) void backward_row(const T* __restrict__ src, const T* __restrict__ g,
+                                                        const T* __restrict__ res, T* __restrict__ pre,
+                                                        T* __restrict__ dv, T sc, T sh, T sl, int64_t HW, T* sums) {
+  T s_scale = 0, s_shift = 0, s_slope = 0, s_out = 0;
+#pragma omp simd reduction(+ : s_scale, s_shift, s_slope, s_out)
+  for (int64_t i = 0; i < HW; ++i) {
+    T x = sh + src[i] * sc;
+    if (RES) x += res[i];
+    const T gi = g[i];
+    T d = gi;
+    if (SLOPE) {
+      s_slope += x > T(0) ? T(0) : gi * x;
+      d = x > T(0) ? gi : sl * gi;
+    }
+    s_out += gi;
+    s_shift += d;
+    s_scale += d * src[i];
+    if (RES) pre[i] = d;
+    dv[i] = ACC ? dv[i] + d * sc : d * sc;
+  }
+  sums[0] = s_scale;
+  sums[1] = s_shift;
+  sums[2] = s_slope;
+  sums[3] = s_out;
+}
+
 template <typename T, bool RES, bool SLOPE>
 inline __attribute__((always_inline)) void backward_tasks(const Args<T>& a, int64_t begin, int64_t end) {
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / a.K, k = task % a.K;
-    const T* __restrict__ src = a.v + (n * a.K + k) * a.HW;
-    T* __restrict__ dv = a.grad_v + (n * a.K + k) * a.HW;
+    const T* src = a.v + (n * a.K + k) * a.HW;
+    T* dv = a.grad_v + (n * a.K + k) * a.HW;
     for (int64_t r = 0; r < a.R; ++r) {
       const int64_t c = r * a.K + k, offset = (n * a.C + c) * a.HW;
       const T sc = at(a.scale, a.scale_row, n, c, T(1)), sh = at(a.shift, a.shift_row, n, c, T(0));
       const T sl = at(a.slope, a.slope_row, n, c, T(1));
-      const T* __restrict__ g = a.grad + offset;
-      const T* __restrict__ res = RES ? a.residual + offset : nullptr;
-      T* __restrict__ pre = RES ? a.grad_pre + offset : nullptr;  // the residual's gradient
-      T s_scale = 0, s_shift = 0, s_slope = 0, s_out = 0;
-      if (r == 0) {
-#pragma omp simd reduction(+ : s_scale, s_shift, s_slope, s_out)
-        for (int64_t i = 0; i < a.HW; ++i) {
-          T x = sh + src[i] * sc;
-          if (RES) x += res[i];
-          const T gi = g[i];
-          T d = gi;
-          if (SLOPE) {
-            s_slope += x > T(0) ? T(0) : gi * x;
-            d = x > T(0) ? gi : sl * gi;
-          }
-          s_out += gi;
-          s_shift += d;
-          s_scale += d * src[i];
-          if (RES) pre[i] = d;
-          dv[i] = d * sc;
-        }
-      } else {
-#pragma omp simd reduction(+ : s_scale, s_shift, s_slope, s_out)
-        for (int64_t i = 0; i < a.HW; ++i) {
-          T x = sh + src[i] * sc;
-          if (RES) x += res[i];
-          const T gi = g[i];
-          T d = gi;
-          if (SLOPE) {
-            s_slope += x > T(0) ? T(0) : gi * x;
-            d = x > T(0) ? gi : sl * gi;
-          }
-          s_out += gi;
-          s_shift += d;
-          s_scale += d * src[i];
-          if (RES) pre[i] = d;
-          dv[i] += d * sc;
-        }
-      }
+      const T* res = RES ? a.residual + offset : nullptr;
+      T* pre = RES ? a.grad_pre + offset : nullptr;  // the residual's gradient
+      T sums[4];
+      if (r == 0) backward_row<T, RES, SLOPE, false>(src, a.grad + offset, res, pre, dv, sc, sh, sl, a.HW, sums);
+      else backward_row<T, RES, SLOPE, true>(src, a.grad + offset, res, pre, dv, sc, sh, sl, a.HW, sums);
       const int64_t at_nc = n * a.C + c;
-      a.g_scale[at_nc] = s_scale;
-      a.g_shift[at_nc] = s_shift;
-      a.g_slope[at_nc] = s_slope;
-      a.g_out_shift[at_nc] = s_out;
+      a.g_scale[at_nc] = sums[0];
+      a.g_shift[at_nc] = sums[1];
+      a.g_slope[at_nc] = sums[2];
+      a.g_out_shift[at_nc] = sums[3];
     }
   }
 }
