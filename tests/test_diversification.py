@@ -75,4 +75,5 @@ def test_tool_on_a_checkpoint_of_a_fashion_config(tmp_path):
     assert lines["after replication"][-3:] == ["8", "1.0000", "1.0000"]
     assert float(lines["after residual add"][-2]) < 1.0
     text = (tmp_path / "div.md").read_text()
-    assert "backbone.stages.2.0.conv, kernel 0, test image 2" in text and (tmp_path / "div.png").is_file()
+    assert "backbone.stages.2.0.conv, kernel 0, test image 2" in text and (tmp_path / "div_diversification.png").is_file()
+    assert text.startswith("# Classification results") and "<!-- /benchmark:diversification -->" in text

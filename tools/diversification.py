@@ -1,16 +1,18 @@
 """How the replicas of a trained ES model diversify (paper Fig. 3b-d), on one test image.
 
     python tools/diversification.py CONFIG CHECKPOINT [--layer backbone.stages.1.1.conv] [--image 0]
-    python tools/diversification.py CONFIG CHECKPOINT --out docs/results/diversification.md
+    python tools/diversification.py CONFIG CHECKPOINT --out docs/results/classification.md
 
 For the chosen binary ES conv and output kernel, the ``tau*tau*g`` replicated maps are drawn in three
 rows (after replication, after batch norm, after the residual add) with two numbers per row: mean pairwise
 correlation and mean pairwise sign agreement between replicas. Without ``--out`` the PNG goes to
-``--work-dir``; with ``--out FILE.md`` a Markdown table goes there and the PNG beside it.
+``--work-dir``; with ``--out FILE.md`` a Markdown table becomes that report's ``diversification`` section
+(the other sections are kept) and the PNG goes beside it.
 """
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import torch
@@ -20,7 +22,7 @@ from mmengine.runner import load_checkpoint
 
 from esbnn_plugins.mmpretrain import student_config
 from esbnn_plugins.analysis.diversification import plot_replicas, replica_points, supported_layers
-from esbnn_plugins.analysis.table import format_table
+from esbnn_plugins.analysis.table import format_table, write_section
 
 
 def main() -> None:
@@ -32,7 +34,7 @@ def main() -> None:
     parser.add_argument("--image", type=int, default=0, help="index in the config's test split (default: 0)")
     parser.add_argument("--work-dir", type=Path, default=Path("work_dirs/diversification"),
                         help="where the PNG goes without --out (default: work_dirs/diversification)")
-    parser.add_argument("--out", type=Path, help="write a Markdown table here and the PNG beside it")
+    parser.add_argument("--out", type=Path, help="report to write the section into (the PNG goes beside it)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="config overrides, as in tools/train.py")
     args = parser.parse_args()
 
@@ -61,15 +63,16 @@ def main() -> None:
     rows = [[p.name, len(p.maps), f"{p.correlation:.4f}", f"{p.sign_agreement:.4f}"] for p in points]
     headers = ["Point", "Replicas", "Mean pairwise correlation", "Mean pairwise sign agreement"]
     print(f"\n{title}\n{format_table(headers, rows)}")
-    png = args.out.with_suffix(".png") if args.out else args.work_dir / f"{Path(args.config).stem}_{layer}.png"
+    png = (args.out.with_name(f"{args.out.stem}_diversification.png") if args.out
+           else args.work_dir / f"{Path(args.config).stem}_{layer}.png")
     png.parent.mkdir(parents=True, exist_ok=True)
     print(f"saved {plot_replicas(points, png, title)}")
     if args.out:
-        args.out.write_text(f"# Replica diversification (paper Fig. 3)\n\n{title}, checkpoint "
-                            f"`{args.checkpoint}`.\n\n{format_table(headers, rows, markdown=True)}\n\n"
-                            f"![replicas]({png.name})\n")
-        print(f"wrote {args.out}")
-
+        write_section(args.out, "diversification",
+                      f"## Replica diversification (paper Fig. 3)\n\nWritten by `tools/diversification.py` on "
+                      f"{time.strftime('%Y-%m-%d')}. {title}, checkpoint `{args.checkpoint}`.\n\n"
+                      f"{format_table(headers, rows, markdown=True)}\n\n![replicas]({png.name})\n")
+        print(f"wrote the diversification section of {args.out}")
 
 if __name__ == "__main__":
     with torch.no_grad():
