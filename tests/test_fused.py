@@ -211,3 +211,11 @@ def test_without_a_compiler_the_fused_op_runs_the_pytorch_ops_after_one_warning(
     assert len(record) == 1
     expected = v.repeat(1, 2, 1, 1) + shift.view(1, -1, 1, 1)
     assert torch.equal(first, expected) and torch.equal(second, expected)
+
+
+def test_torch_compile_traces_the_pytorch_ops_not_the_native_kernel(monkeypatch):
+    """Dynamo cannot trace a pybind function (it would break the graph); while compiling, the PyTorch ops run."""
+    x = torch.zeros(1, 2, 3, 3)
+    assert fused._native(x) is not None
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert fused._native(x) is None

@@ -107,9 +107,11 @@ class _ReplicatedAffineAct(torch.autograd.Function):
 
 def _native(*tensors: Optional[Tensor]):
     """The one-pass native kernel (``csrc/replicated_affine_act.cpp``) if it serves these tensors (CPU, one
-    floating dtype, built here, not switched off by ``ESBNN_FUSED_KERNEL=torch``), else ``None``."""
+    floating dtype, built here, not switched off by ``ESBNN_FUSED_KERNEL=torch``, not traced by
+    ``torch.compile``, which fuses the PyTorch ops itself), else ``None``."""
     present = [t for t in tensors if t is not None]
-    if (os.environ.get(ENV_KERNEL, "native") == "torch" or any(t.device.type != "cpu" for t in present)
+    if (os.environ.get(ENV_KERNEL, "native") == "torch" or torch.compiler.is_compiling()
+            or any(t.device.type != "cpu" for t in present)
             or len({t.dtype for t in present}) != 1 or present[0].dtype not in (torch.float32, torch.float64)):
         return None
     return load_extension("esbnn_replicated_affine_act", _CSRC / "replicated_affine_act.cpp",
