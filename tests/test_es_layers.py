@@ -190,3 +190,20 @@ def test_spread_thresholds_need_a_learnable_shift_and_leave_tau1_alone():
     baseline = ESBinaryResNet(depth=20, in_channels=1, num_classes=10, act_binarizer="rsign")
     assert spread_thresholds(baseline, 1.0) == 0
     assert all(not p.any() for n, p in baseline.named_parameters() if n.endswith("shift.bias"))
+
+
+def test_networks_take_threshold_spread_and_name_what_is_wrong():
+    from esbnn_plugins.models import ESBinaryResNet, ESReActNet
+    from esbnn_plugins.ops.stream import spread_thresholds
+
+    torch.manual_seed(0)
+    net = ESReActNet(expand_ratio=2, es_groups=2, threshold_spread=0.5, num_classes=3)
+    reference = ESReActNet(expand_ratio=2, es_groups=2, num_classes=3)
+    spread_thresholds(reference, 0.5)
+    shifts = {n: p for n, p in net.named_parameters() if n.endswith("shift.bias") and "act_binarizer" in n}
+    assert shifts and all(torch.equal(p, dict(reference.named_parameters())[n]) for n, p in shifts.items())
+    with pytest.raises(ValueError, match="ESBinaryResNet-20: threshold_spread=1.0: .*'stages.0.0.conv' binarizes "
+                                         "with ApproxSign"):
+        ESBinaryResNet(depth=20, in_channels=1, expand_ratio=2, threshold_spread=1.0)
+    with pytest.raises(ValueError, match="ESBinaryResNet-20: threshold_spread must be a number > 0 or None, got 0"):
+        ESBinaryResNet(depth=20, act_binarizer="rsign", threshold_spread=0)

@@ -238,9 +238,10 @@ def fashion_report(args: argparse.Namespace, parser: argparse.ArgumentParser, ou
     stats = {}
     for label, variant in networks:
         tau, g = variant or (1, 1)
-        binarizers = dict(act_binarizer="real", weight_binarizer="real") if variant is None else {}
+        backbone = Config.fromfile(str(FASHION["fp" if variant is None else "one_step"])).model.backbone.to_dict()
+        backbone.pop("type")
         torch.manual_seed(0)
-        model = ESBinaryResNet(depth=20, in_channels=1, expand_ratio=tau, es_groups=g, num_classes=10, **binarizers)
+        model = ESBinaryResNet(**dict(backbone, expand_ratio=tau, es_groups=g, num_classes=10))
         stats[label] = (complexity(model, x[:1]), training_memory(model, x))
     base_report, base_memory = stats[networks[1][0]] if len(networks) > 1 else stats["full precision"]
     base_step = statistics.mean(r["step_time"] for r in results[(networks[1][0], "one step")])

@@ -6,7 +6,7 @@ from typing import Callable, Optional, Sequence, Tuple
 from torch import Tensor, nn
 
 from ..ops import expand, reduce
-from ..ops.stream import REDUCE_MODES
+from ..ops.stream import REDUCE_MODES, spread_thresholds
 
 NETWORK_REDUCE_MODES = (*REDUCE_MODES, "none")
 """How a network hands its widened stream on: a :func:`~esbnn_plugins.ops.reduce` mode, or ``"none"``: the
@@ -42,13 +42,19 @@ class ESNetwork(nn.Module):
     ``forward`` returns logits when ``num_classes`` is set, else the tuple of ``out_indices`` stage
     outputs, each reduced by ``reduce_mode`` (:data:`NETWORK_REDUCE_MODES`). A subclass may set
     ``self.final_act`` (applied to the last stage's handed-on output, width :meth:`_output_width`,
-    before the classifier or a framework's neck) before :meth:`_finish`.
+    before the classifier or a framework's neck) before :meth:`_finish`. ``threshold_spread`` (ours, off by
+    default as in the paper) starts the learnable input shifts of the ES binary layers at spread thresholds
+    (:func:`~esbnn_plugins.ops.stream.spread_thresholds`; needs ``act_binarizer='rsign'``).
     """
 
     def _init_stream(self, name: str, expand_ratio: int, es_groups: int, reduce_mode: str,
-                     stem_norm_after_expand: bool = False) -> None:
+                     stem_norm_after_expand: bool = False, threshold_spread: Optional[float] = None) -> None:
         if reduce_mode not in NETWORK_REDUCE_MODES:
             raise ValueError(f"{name}: reduce_mode must be one of {NETWORK_REDUCE_MODES}, got {reduce_mode!r}")
+        if threshold_spread is not None and (isinstance(threshold_spread, bool)
+                                             or not isinstance(threshold_spread, (int, float)) or threshold_spread <= 0):
+            raise ValueError(f"{name}: threshold_spread must be a number > 0 or None, got {threshold_spread!r}")
+        self.threshold_spread = threshold_spread
         self.name = name
         self.expand_ratio, self.es_groups, self.reduce_mode = expand_ratio, es_groups, reduce_mode
         self.stem_norm_after_expand = bool(stem_norm_after_expand)
@@ -78,6 +84,11 @@ class ESNetwork(nn.Module):
         for index in self.out_indices:
             if not 0 <= index < num_stages:
                 raise ValueError(f"{self.name}: out_indices entries must be in [0, {num_stages}), got {index}")
+        if self.threshold_spread is not None:
+            try:
+                spread_thresholds(self, self.threshold_spread)
+            except ValueError as err:
+                raise ValueError(f"{self.name}: threshold_spread={self.threshold_spread}: {err}") from None
         self.head = None
         if num_classes is not None:
             self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),

@@ -98,7 +98,8 @@ class ESBNext(ESNetwork):
     then the classifier's global pooling and linear layer, or a framework's neck and head.
     ``widths`` is validated as in :class:`ESReActNet`; ``se_ratio`` is the gate's bottleneck ratio;
     ``norm_layer(num_features)`` builds every normalisation layer;
-    ``stem_norm_after_expand`` moves the stem's norm after the replication (:meth:`ESNetwork._stem_norm`).
+    ``stem_norm_after_expand`` moves the stem's norm after the replication (:meth:`ESNetwork._stem_norm`);
+    ``threshold_spread`` spreads the copies' binarization thresholds at init (:class:`ESNetwork`).
     """
 
     def __init__(self, in_channels: int = 3, expand_ratio: int = 1, es_groups: int = 1,
@@ -107,9 +108,10 @@ class ESBNext(ESNetwork):
                  reduce_mode: str = "slice", num_classes: Optional[int] = None,
                  out_indices: Optional[Sequence[int]] = None, widths: Sequence[int] = MOBILENET_WIDTHS,
                  norm_layer: NormLayer = nn.BatchNorm2d,
-                 stem_norm_after_expand: bool = False) -> None:
+                 stem_norm_after_expand: bool = False, threshold_spread: Optional[float] = None) -> None:
         super().__init__()
-        self._init_stream("ESBNext", expand_ratio, es_groups, reduce_mode, stem_norm_after_expand)
+        self._init_stream("ESBNext", expand_ratio, es_groups, reduce_mode, stem_norm_after_expand,
+                          threshold_spread)
         if not isinstance(se_ratio, int) or isinstance(se_ratio, bool) or se_ratio < 1:
             raise ValueError(f"{self.name}: se_ratio must be an integer >= 1, got {se_ratio!r}")
         layout = mobilenet_layout(self.name, widths)

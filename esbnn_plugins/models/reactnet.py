@@ -80,7 +80,8 @@ class ESReActNet(ESNetwork):
     The stem is a full-precision 3x3 conv (stride 2) and BN; ``self.stages`` holds the 13 blocks,
     which ``out_indices`` index. ``widths`` (stem width, then one per block, each equal to or double
     the previous) defaults to ReActNet-A's; ``norm_layer(num_features)`` builds every normalisation layer;
-    ``stem_norm_after_expand`` moves the stem's norm after the replication (:meth:`ESNetwork._stem_norm`).
+    ``stem_norm_after_expand`` moves the stem's norm after the replication (:meth:`ESNetwork._stem_norm`);
+    ``threshold_spread`` spreads the copies' binarization thresholds at init (:class:`ESNetwork`).
     """
 
     def __init__(self, in_channels: int = 3, expand_ratio: int = 1, es_groups: int = 1,
@@ -88,9 +89,10 @@ class ESReActNet(ESNetwork):
                  reduce_mode: str = "slice", num_classes: Optional[int] = None,
                  out_indices: Optional[Sequence[int]] = None, widths: Sequence[int] = MOBILENET_WIDTHS,
                  norm_layer: NormLayer = nn.BatchNorm2d,
-                 stem_norm_after_expand: bool = False) -> None:
+                 stem_norm_after_expand: bool = False, threshold_spread: Optional[float] = None) -> None:
         super().__init__()
-        self._init_stream("ESReActNet", expand_ratio, es_groups, reduce_mode, stem_norm_after_expand)
+        self._init_stream("ESReActNet", expand_ratio, es_groups, reduce_mode, stem_norm_after_expand,
+                          threshold_spread)
         layout = mobilenet_layout(self.name, widths)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, stride=2, padding=1, bias=False),
                                   self._stem_norm(norm_layer, widths[0]))

@@ -76,20 +76,22 @@ class ESBinaryResNet(ESNetwork):
     With ``num_classes`` it returns the logits of the last stage; without, a tuple of the stage
     outputs listed in ``out_indices``, each reduced to nominal width (for a framework's neck and head).
     ``norm_layer(num_features)`` builds every normalisation layer (default ``nn.BatchNorm2d``);
-    ``stem_norm_after_expand`` moves the stem's norm after the replication (:meth:`ESNetwork._stem_norm`).
+    ``stem_norm_after_expand`` moves the stem's norm after the replication (:meth:`ESNetwork._stem_norm`);
+    ``threshold_spread`` spreads the copies' binarization thresholds at init (:class:`ESNetwork`).
     """
 
     def __init__(self, depth: int = 18, in_channels: int = 3, expand_ratio: int = 1, es_groups: int = 1,
                  act_binarizer: BinarizerCfg = "approx_sign", weight_binarizer: BinarizerCfg = "scaled_sign",
                  activation: str = "rprelu", reduce_mode: str = "slice", num_classes: Optional[int] = None,
                  out_indices: Optional[Sequence[int]] = None, norm_layer: NormLayer = nn.BatchNorm2d,
-                 stem_norm_after_expand: bool = False) -> None:
+                 stem_norm_after_expand: bool = False, threshold_spread: Optional[float] = None) -> None:
         super().__init__()
         if depth not in ARCHS:
             raise ValueError(f"ESBinaryResNet: depth must be one of {sorted(ARCHS)}, got {depth!r}")
         if activation not in BLOCK_ACTIVATIONS:
             raise ValueError(f"ESBinaryResNet: activation must be one of {BLOCK_ACTIVATIONS}, got {activation!r}")
-        self._init_stream(f"ESBinaryResNet-{depth}", expand_ratio, es_groups, reduce_mode, stem_norm_after_expand)
+        self._init_stream(f"ESBinaryResNet-{depth}", expand_ratio, es_groups, reduce_mode, stem_norm_after_expand,
+                          threshold_spread)
         self.depth = depth
         arch = ARCHS[depth]
         widths, blocks = arch["widths"], arch["blocks"]
