@@ -30,11 +30,27 @@ def test_replicas_are_identical_after_replication_and_diverge_later(tau, g):
     assert supported_layers(model)[0] == "stages.0.0.conv" and len(supported_layers(model)) == 18
     points = replica_points(model, torch.randn(2, 1, 16, 16), "stages.1.1.conv", kernel=3)
     assert [p.name for p in points] == list(POINTS) and all(len(p.maps) == tau * tau * g for p in points)
-    replicated, normed, summed = points
+    replicated, normed, summed, binarized = points
     assert replicated.correlation == 1.0 and replicated.sign_agreement == 1.0
     assert all(torch.equal(m, replicated.maps[0]) for m in replicated.maps)
     assert normed.correlation == pytest.approx(1.0, abs=1e-9) and normed.sign_agreement < 1.0
     assert summed.correlation < 1.0 and summed.sign_agreement < 1.0
+    assert set(binarized.maps.unique().tolist()) <= {-1.0, 1.0}
+
+
+def test_spread_thresholds_show_in_what_the_next_binary_layer_sees():
+    """At init the copies are identical at every point; with spread thresholds the next layer binarizes them
+    differently."""
+    agreement = {}
+    x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(5))
+    for spread in (None, 1.0):
+        torch.manual_seed(0)
+        model = resnet20(num_classes=10, in_channels=1, expand_ratio=2, act_binarizer="rsign", threshold_spread=spread)
+        agreement[spread] = [p.sign_agreement for p in replica_points(model, x, "stages.1.1.conv", kernel=3)]
+    assert agreement[None] == [1.0] * 4
+    assert agreement[1.0][:3] == [1.0] * 3 and agreement[1.0][3] < 0.8
+    last = replica_points(model, torch.randn(2, 1, 16, 16), supported_layers(model)[-1])
+    assert [p.name for p in last] == list(POINTS[:3])  # no binary layer after the last one
 
 
 def test_reactnet_blocks_and_bad_choices(tmp_path):

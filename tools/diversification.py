@@ -4,7 +4,8 @@
     python tools/diversification.py CONFIG CHECKPOINT --out docs/results/classification.md
 
 For the chosen binary ES conv and output kernel, the ``tau*tau*g`` replicated maps are drawn in three
-rows (after replication, after batch norm, after the residual add) with two numbers per row: mean pairwise
+rows (after replication, after batch norm, after the residual add) and a fourth where a later binary ES conv
+reads them (its binarized input, after its learnable shifts), with two numbers per row: mean pairwise
 correlation and mean pairwise sign agreement between replicas. Without ``--out`` the PNG goes to
 ``--work-dir``; with ``--out FILE.md`` a Markdown table becomes that report's ``diversification`` section
 (the other sections are kept) and the PNG goes beside it.

@@ -8,8 +8,12 @@ per point:
 
 * mean pairwise Pearson correlation between replicas: 1.0 after replication; an affine map keeps
   it at +-1 after BN (its scale's sign), so only the residual add lowers it;
-* mean pairwise sign agreement (fraction of positions where two replicas have the same sign), which
-  is what the next binary layer sees: 1.0 after replication, lowered by BN's different shifts.
+* mean pairwise sign agreement (fraction of positions where two replicas have the same sign): 1.0 after
+  replication, lowered by BN's different shifts.
+
+A fourth point, where the block's output feeds a later binary ES conv, is that conv's binarized input at
+the same channels: what the next binary layer really sees, after its own learnable shifts (RSign, and
+``threshold_spread``, which starts the copies' thresholds apart).
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from ..models import ESBinaryUnit, ReActBlock
 from ..ops import ESBinaryConv2d
 from .probe import probe
 
-POINTS = ("after replication", "after batch norm", "after residual add")
+POINTS = ("after replication", "after batch norm", "after residual add", "binarized by the next layer")
 BLOCKS: Dict[type, Tuple[str, str, str]] = {ESBinaryUnit: ("conv", "bn", "activation"),
                                             ReActBlock: ("conv3x3", "bn1", "act1")}
 """Block type -> (binary conv, its BN, the module whose input is the residual sum)."""
@@ -86,8 +90,22 @@ def replica_points(model: nn.Module, x: Tensor, layer: str, kernel: int = 0) -> 
 
     handles = [conv.register_forward_hook(keep(POINTS[0])), getattr(block, bn_attr).register_forward_hook(keep(POINTS[1])),
                getattr(block, sum_attr).register_forward_pre_hook(keep(POINTS[2]))]
+    following = _next_binary_conv(model, getattr(block, sum_attr), conv.out_width)
+    if following is not None:
+        handles.append(following.act_binarizer.register_forward_hook(keep(POINTS[3])))
     probe(model, x, handles)
-    return [ReplicaPoint(point, captured[point].float().cpu()) for point in POINTS]
+    return [ReplicaPoint(point, captured[point].float().cpu()) for point in POINTS if point in captured]
+
+
+def _next_binary_conv(model: nn.Module, after: nn.Module, width: int) -> Optional[ESBinaryConv2d]:
+    """The first binary ES conv registered after ``after`` that reads a ``width``-wide stream, if any."""
+    seen = False
+    for module in model.modules():
+        if module is after:
+            seen = True
+        elif seen and isinstance(module, ESBinaryConv2d) and module.in_width == width and module.act_binarizer.binarizes:
+            return module
+    return None
 
 
 def plot_replicas(points: List[ReplicaPoint], path, title: str = ""):
