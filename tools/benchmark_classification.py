@@ -266,8 +266,8 @@ def fashion_report(args: argparse.Namespace, parser: argparse.ArgumentParser, ou
     return (
         "## Fashion-MNIST: full precision, baseline, ES and ES+G\n\n"
         f"Written by `tools/benchmark_classification.py --data fashion` on {time.strftime('%Y-%m-%d')} "
-        f"({torch.get_num_threads()} CPU threads). Binary ResNet-20 (Bi-Real units; the full-precision network is "
-        f"the same with real activations and weights), MMPretrain runner, recipes of "
+        f"({torch.get_num_threads()} CPU threads). Binary ResNet-20 (Bi-Real units with the configs' binarizers; the "
+        f"full-precision network is the same with real activations and weights), MMPretrain runner, recipes of "
         f"`configs/mmpretrain/*_fashion-mnist.py`: {epochs} epochs per training (two-step: {epochs} + {epochs}), "
         f"batch {args.batch_size}, training subset {args.train_subset} of {train_size} images, validation "
         f"{10 * args.val_per_class} images held out from train, seeds {', '.join(map(str, args.seeds))}. "
