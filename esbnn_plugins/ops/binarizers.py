@@ -64,6 +64,26 @@ class _ApproxSignFn(torch.autograd.Function):
         return torch.relu_(x.abs().mul_(-2.0).add_(2.0)).mul_(grad)  # one widened allocation
 
 
+class _ShiftedApproxSignFn(torch.autograd.Function):
+    """``sign(x + shift)`` with ApproxSign's gradient; keeps ``x`` (the stream, which the block keeps anyway)
+    instead of the shifted copy, and recomputes the shift in backward: one widened tensor less per layer."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, shift: Tensor) -> Tensor:
+        ctx.save_for_backward(x, shift)
+        return binary_sign(x + _channel_view(shift, x))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, shift = ctx.saved_tensors
+        grad_x = torch.relu_((x + _channel_view(shift, x)).abs_().mul_(-2.0).add_(2.0)).mul_(grad)
+        grad_shift = None
+        if ctx.needs_input_grad[1]:
+            dims = (0, 2, 3) if x.dim() == 4 else tuple(range(x.dim() - 1))
+            grad_shift = grad_x.sum(dims)
+        return grad_x, grad_shift
+
+
 class SignSTE(nn.Module):
     """``sign`` with the clipped straight-through estimator."""
 
@@ -145,7 +165,7 @@ class RSign(nn.Module):
         self.shift = LearnableBias(channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return _ApproxSignFn.apply(self.shift(x))
+        return _ShiftedApproxSignFn.apply(x, self.shift.bias)
 
 
 class RPReLU(nn.Module):
