@@ -10,8 +10,8 @@ class), the test split only reports. The options (METHOD.md section 2; official 
 * ``reduce_mode``: ``slice`` (first replica), ``mean`` (average of replicas) or ``none`` (the classifier
   reads the whole widened stream, ES-ReActNet-A);
 * ``act_binarizer='rsign'`` (a learnable shift before each sign, ReActNet), and with it
-  ``threshold_spread``: the shifts of the ``tau*tau*g`` copies start at spread normal quantiles
-  (:func:`esbnn_plugins.ops.stream.spread_thresholds`, ours), so the copies differ from the first step.
+  the network option ``threshold_spread``: the shifts of the ``tau*tau*g`` copies start at spread normal
+  quantiles (:func:`esbnn_plugins.ops.stream.spread_thresholds`, ours), so the copies differ from the first step.
 
 Runs on CPU or CUDA (``--device``); ``--jobs N`` trains N runs at once in separate processes.
 
@@ -42,7 +42,6 @@ from esbnn_plugins.analysis import complexity, format_table, write_section  # no
 from esbnn_plugins.analysis.variants import positive_int  # noqa: E402
 from esbnn_plugins.datasets.fashion_mnist import split_indices  # noqa: E402
 from esbnn_plugins.models import ESBinaryResNet  # noqa: E402
-from esbnn_plugins.ops.stream import spread_thresholds  # noqa: E402
 
 OPTION_SETS: Dict[str, dict] = {
     "baseline": dict(expand_ratio=1, es_groups=1),
@@ -64,12 +63,7 @@ HEADERS = ["Options", "tau", "g", "Val top-1 (%)", "Val std", "Test top-1 (%)", 
 
 
 def build(options: dict) -> ESBinaryResNet:
-    options = dict(options)
-    spread = options.pop("threshold_spread", None)
-    model = ESBinaryResNet(depth=20, in_channels=1, num_classes=10, **options)
-    if spread is not None:
-        spread_thresholds(model, spread)
-    return model
+    return ESBinaryResNet(depth=20, in_channels=1, num_classes=10, **options)
 
 
 def tensors(args: argparse.Namespace, split: str, subset: Optional[int] = None):

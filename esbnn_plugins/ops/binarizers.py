@@ -50,6 +50,12 @@ class _SignClippedSTE(torch.autograd.Function):
         return grad.masked_fill(x.abs() > ctx.clip, 0), None
 
 
+def _approx_sign_grad(magnitude: Tensor, grad: Tensor) -> Tensor:
+    """ApproxSign's backward ``grad * max(2 - 2|a|, 0)``, written into ``magnitude`` (``|a|``, a tensor the caller
+    owns): one widened allocation."""
+    return torch.relu_(magnitude.mul_(-2.0).add_(2.0)).mul_(grad)
+
+
 class _ApproxSignFn(torch.autograd.Function):
     """Forward ``sign``; backward ``2 - 2|x|`` on ``|x| < 1`` (Bi-Real Net, Liu et al. 2018)."""
 
@@ -61,7 +67,7 @@ class _ApproxSignFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (x,) = ctx.saved_tensors
-        return torch.relu_(x.abs().mul_(-2.0).add_(2.0)).mul_(grad)  # one widened allocation
+        return _approx_sign_grad(x.abs(), grad)
 
 
 class _ShiftedApproxSignFn(torch.autograd.Function):
@@ -76,7 +82,7 @@ class _ShiftedApproxSignFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, shift = ctx.saved_tensors
-        grad_x = torch.relu_((x + _channel_view(shift, x)).abs_().mul_(-2.0).add_(2.0)).mul_(grad)
+        grad_x = _approx_sign_grad((x + _channel_view(shift, x)).abs_(), grad)
         grad_shift = None
         if ctx.needs_input_grad[1]:
             dims = (0, 2, 3) if x.dim() == 4 else tuple(range(x.dim() - 1))
@@ -162,7 +168,7 @@ class RSign(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.shift = LearnableBias(channels)
+        self.shift = LearnableBias(channels)  # holds the parameter (checkpoint key ``shift.bias``)
 
     def forward(self, x: Tensor) -> Tensor:
         return _ShiftedApproxSignFn.apply(x, self.shift.bias)

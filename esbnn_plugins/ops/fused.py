@@ -47,8 +47,7 @@ class _ReplicatedAffineAct(torch.autograd.Function):
     def forward(ctx, v: Tensor, scale: Optional[Tensor], shift: Tensor, residual: Optional[Tensor],
                 slope: Optional[Tensor], out_shift: Optional[Tensor], skip: Optional[Tensor]) -> Tensor:
         ctx.flags = (residual is not None, 0 if out_shift is None else out_shift.dim(), skip is not None)
-        ext = _native(v, scale, shift, residual, slope, out_shift, skip)
-        ctx.native = ext is not None
+        ext = ctx.native = _native(v, scale, shift, residual, slope, out_shift, skip)
         if ext is not None:
             v, scale, shift, residual, slope, out_shift, skip = (
                 None if t is None else t.contiguous() for t in (v, scale, shift, residual, slope, out_shift, skip))
@@ -69,9 +68,9 @@ class _ReplicatedAffineAct(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         v, scale, shift, residual, slope = ctx.saved_tensors
-        has_residual, out_shift_dims, has_skip = ctx.flags
-        if ctx.native:
+        if ctx.native is not None:
             return _native_backward(ctx, grad, v, scale, shift, residual, slope)
+        has_residual, out_shift_dims, has_skip = ctx.flags
         n, k, h, w = v.shape
         replicas = shift.shape[-1] // k
         grad = grad.contiguous()
@@ -120,11 +119,11 @@ def _native(*tensors: Optional[Tensor]):
 
 def _native_backward(ctx, grad: Tensor, v: Tensor, scale: Optional[Tensor], shift: Tensor,
                      residual: Optional[Tensor], slope: Optional[Tensor]) -> tuple:
-    """The gradients of :class:`_ReplicatedAffineAct` from the native kernel's one pass; it returns per-sample
-    sums, reduced over the batch here for per-channel parameters."""
+    """The gradients of :class:`_ReplicatedAffineAct` from the native kernel's one pass (the extension forward
+    used, ``ctx.native``); it returns per-sample sums, reduced over the batch here for per-channel parameters."""
     has_residual, out_shift_dims, has_skip = ctx.flags
     grad = grad.contiguous()
-    grad_v, sum_scale, sum_shift, sum_slope, sum_out_shift, grad_pre = _native(v).backward(
+    grad_v, sum_scale, sum_shift, sum_slope, sum_out_shift, grad_pre = ctx.native.backward(
         grad, v, scale, shift, residual, slope)
 
     def reduced(sums: Tensor, dims: int, index: int) -> Optional[Tensor]:

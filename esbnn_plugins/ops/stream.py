@@ -6,6 +6,9 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from .binarizers import RSign
+from .es_layers import ESBinaryConv2d, ESBinaryLinear
+
 REDUCE_MODES = ("slice", "mean")
 
 
@@ -103,13 +106,10 @@ def spread_thresholds(model: nn.Module, spread: float) -> int:
     so together they code a real input with ``R + 1`` levels instead of one sign. Ours, not the paper's: at
     the usual zero init the copies enter every binary layer identical (METHOD.md section 2) and differ only
     once the per-copy BN affines have moved apart. Returns the number of layers initialised."""
-    from .binarizers import RSign
-    from .es_layers import _BinaryMixin
-
     count = 0
     normal = torch.distributions.Normal(0.0, 1.0)
     for name, layer in model.named_modules():
-        if not isinstance(layer, _BinaryMixin) or layer.replicas == 1:
+        if not isinstance(layer, (ESBinaryConv2d, ESBinaryLinear)) or layer.replicas == 1:
             continue
         if not isinstance(layer.act_binarizer, RSign):
             raise ValueError(f"spread_thresholds: layer {name!r} binarizes with {type(layer.act_binarizer).__name__}, "

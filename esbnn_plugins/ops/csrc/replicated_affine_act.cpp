@@ -10,7 +10,6 @@
 #include <ATen/Parallel.h>
 
 #include <cstdint>
-#include <tuple>
 #include <vector>
 
 namespace {
