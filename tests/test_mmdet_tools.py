@@ -247,3 +247,47 @@ def test_digit_detector_starts_from_its_pretraining_config_checkpoint(det_name, 
     expected = classifier.backbone.state_dict()
     assert {k: torch.equal(v, expected[k]) for k, v in detector.backbone.state_dict().items()} == \
         {k: True for k in expected}
+
+
+def test_benchmark_reuses_a_stored_run_only_with_the_same_settings(tmp_path, monkeypatch):
+    """benchmark_detection: a finished run's mAP is stored with its settings; the same settings reuse it
+    (seeds can train in parallel processes), others train again; a shared pretraining seed reuses one
+    backbone checkpoint."""
+    import argparse
+    import benchmark_detection as bench
+
+    class Runner:
+        def train(self):
+            pass
+
+        def test(self):
+            return {"pascal_voc/mAP": 0.25}
+
+    built, pretrained = [], []
+    monkeypatch.setattr(bench.RUNNERS, "build", lambda cfg: built.append(cfg) or Runner())
+
+    def pretrain(config, data, work_dir, epochs, seed):
+        pretrained.append((work_dir, seed))
+        return str(Path(work_dir) / f"epoch_{epochs}.pth")
+
+    monkeypatch.setattr(bench, "pretrain_backbone", pretrain)
+    args = argparse.Namespace(work_dir=tmp_path, data=str(tmp_path / "data"), epochs=1, train_images=2,
+                              test_images=2, pretrain_epochs=0, pretrain_seed=None)
+    name = bench.VARIANTS["ES (tau=2)"]
+    assert bench.train_map(name, args, seed=0) == 0.25 and len(built) == 1
+    stored = tmp_path / Path(name).stem / "seed0" / "result.json"
+    assert stored.is_file()
+    assert bench.train_map(name, args, seed=0) == 0.25 and len(built) == 1  # reused
+    args.epochs = 2
+    assert bench.train_map(name, args, seed=0) == 0.25 and len(built) == 2  # other schedule: trained
+    assert bench.train_map(name, args, seed=1) == 0.25 and len(built) == 3  # other seed: trained
+
+    args.pretrain_epochs, args.pretrain_seed = 3, 0
+    backbone = tmp_path / Path(name).stem / "seed0" / "backbone"
+    assert bench.train_map(name, args, seed=1) == 0.25
+    assert pretrained == [(str(backbone), 0)]
+    assert built[-1].model.backbone.init_cfg.checkpoint == str(backbone / "epoch_3.pth")
+    backbone.mkdir(parents=True)
+    (backbone / "epoch_3.pth").touch()
+    args.epochs = 3
+    assert bench.train_map(name, args, seed=2) == 0.25 and len(pretrained) == 1  # checkpoint reused

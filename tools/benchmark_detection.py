@@ -9,14 +9,23 @@ and heads; tau = g = 1, tau = 2, tau = 2 and g = 2):
   each detector starting from its backbone pretrained on the set's digit crops (as ``tools/demo_det.py``;
   ``--pretrain-epochs 0``: from scratch).
 
+Each training run stores its mAP in ``<work-dir>/<config>/seed<N>/result.json`` with its settings (the
+schedule and the resolved config); a later call with the same settings reuses it. So seeds can train in
+parallel processes (one thread each), and a last call measures the step times alone and writes the report.
+
 Prints the tables; writes ``work_dirs/benchmark_detection/detection.md`` and ``detection.png``, or with
 ``--out`` ``docs/results/detection.md`` and its plot.
 
-    python tools/benchmark_detection.py [--epochs 4] [--train-images 120] [--pretrain-epochs 8] [--seeds 0 1] [--out]
+    python tools/benchmark_detection.py [--epochs 8] [--train-images 0] [--pretrain-epochs 8] [--seeds 0 1] [--out]
+    OMP_NUM_THREADS=1 python tools/benchmark_detection.py --seeds 0 &  # seeds in parallel, then:
+    OMP_NUM_THREADS=1 python tools/benchmark_detection.py --seeds 1 &  # ...
+    python tools/benchmark_detection.py --seeds 0 1 --out
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import statistics
 import sys
 import time
@@ -45,7 +54,8 @@ VARIANTS = {"baseline (tau=1)": "es-binary-faster-rcnn_r18_fpn_digits.py",
             "ES (tau=2)": "es-binary-faster-rcnn_r18_fpn_tau2_digits.py",
             "ES+G (tau=2, g=2)": "es-binary-faster-rcnn_r18_fpn_tau2-g2_digits.py"}
 PARTS = {"backbone": ("backbone",), "neck": ("neck",), "heads": ("rpn_head", "roi_head", "bbox_head")}
-IMAGE = (240, 320)
+IMAGE = (144, 192)
+"""Input of the OPs count and the timed steps: a 4:3 image at the digit configs' 192 px scale."""
 ROIS_PER_IMAGE = 100
 
 
@@ -113,17 +123,41 @@ def step_times(names: List[str], batch: int, steps: int, rounds: int) -> Dict[st
 
 
 def train_map(name: str, args: argparse.Namespace, seed: int) -> float:
+    """VOC mAP@0.5 of one training run (backbone pretraining, then the detector), or the stored mAP of a
+    finished run with the same settings."""
     work_dir = args.work_dir / Path(name).stem / f"seed{seed}"
+    config = Config.fromfile(str(CONFIGS / name))
+    settings = dict(epochs=args.epochs, train_images=args.train_images, test_images=args.test_images,
+                    pretrain_epochs=args.pretrain_epochs, pretrain_seed=args.pretrain_seed, data=str(Path(args.data).resolve()),
+                    config=hashlib.sha256(config.pretty_text.encode()).hexdigest())
+    stored = work_dir / "result.json"
+    if stored.is_file():
+        result = json.loads(stored.read_text())
+        if result["settings"] == settings:
+            print(f"{name}, seed {seed}: stored mAP {result['mAP']:.4f} ({stored})")
+            return result["mAP"]
     checkpoint = None
     if args.pretrain_epochs:
-        checkpoint = pretrain_backbone(Config.fromfile(str(CONFIGS / name)), args.data, str(work_dir / "backbone"),
-                                       args.pretrain_epochs, seed)
+        pretrain_seed = seed if args.pretrain_seed is None else args.pretrain_seed
+        backbone_dir = work_dir.parent / f"seed{pretrain_seed}" / "backbone"
+        checkpoint = str(backbone_dir / f"epoch_{args.pretrain_epochs}.pth")
+        if Path(checkpoint).is_file():
+            print(f"{name}, seed {seed}: backbone pretrained before ({checkpoint})")
+        else:
+            checkpoint = pretrain_backbone(config, args.data, str(backbone_dir), args.pretrain_epochs, pretrain_seed)
     cfg = digit_config(str(CONFIGS / name), args.data, str(work_dir), args.epochs, args.train_images,
                        args.test_images, seed, checkpoint)
     cfg.log_level = "WARNING"
     runner = RUNNERS.build(cfg)
     runner.train()
-    return runner.test()["pascal_voc/mAP"]
+    mean_ap = runner.test()["pascal_voc/mAP"]
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    stored.write_text(json.dumps(dict(settings=settings, mAP=mean_ap), indent=1))
+    return mean_ap
+
+
+def subset(count: int) -> str:
+    return f"the first {count}" if count else "all"
 
 
 def plot(rows: Dict[str, dict], maps: Dict[str, List[float]], path: Path) -> None:
@@ -158,11 +192,14 @@ def plot(rows: Dict[str, dict], maps: Dict[str, List[float]], path: Path) -> Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="data/digit_detection", help="digit set (made if missing)")
-    parser.add_argument("--epochs", type=int, default=4, help="training epochs per run (default: %(default)s)")
-    parser.add_argument("--train-images", type=int, default=120, help="0 for all (default: %(default)s)")
-    parser.add_argument("--test-images", type=int, default=40, help="0 for all (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=8, help="training epochs per run (default: %(default)s)")
+    parser.add_argument("--train-images", type=int, default=0, help="0 for all (default: %(default)s)")
+    parser.add_argument("--test-images", type=int, default=0, help="0 for all (default: %(default)s)")
     parser.add_argument("--pretrain-epochs", type=int, default=8,
                         help="backbone pretraining epochs on the digit crops, 0 for none (default: %(default)s)")
+    parser.add_argument("--pretrain-seed", type=int,
+                        help="pretrain each backbone once with this seed and start every seed's detector from it "
+                             "(default: a pretraining per seed)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=3, help="timed train steps per round (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=2, help="timing rounds after warm-up (default: %(default)s)")
@@ -177,9 +214,6 @@ def main() -> None:
     if args.pretrain_epochs < 0:
         parser.error(f"--pretrain-epochs must be >= 0, got {args.pretrain_epochs}")
 
-    torch.manual_seed(0)
-    rows = {label: count(name) for label, name in VARIANTS.items()}
-    times = step_times(list(VARIANTS.values()), args.batch, args.steps, args.rounds)
     maps: Dict[str, List[float]] = {}
     if not args.no_train:
         if not (Path(args.data) / VOC_SUBDIR).is_dir():
@@ -187,16 +221,20 @@ def main() -> None:
         if args.pretrain_epochs and not (Path(args.data) / CROP_SUBDIR).is_dir():
             make_crops(args.data)
         maps = {label: [train_map(name, args, seed) for seed in args.seeds] for label, name in VARIANTS.items()}
+    torch.manual_seed(0)
+    rows = {label: count(name) for label, name in VARIANTS.items()}
+    times = step_times(list(VARIANTS.values()), args.batch, args.steps, args.rounds)
 
     base_label = next(iter(VARIANTS))
     base, base_time = rows[base_label], times[VARIANTS[base_label]]
-    headers = ["Detector", "mAP@0.5", "Spread", "Backbone MOPs", "Neck MOPs", "Heads MOPs", "OPs ratio",
+    headers = ["Detector", "mAP@0.5", "Spread", "Per seed", "Backbone MOPs", "Neck MOPs", "Heads MOPs", "OPs ratio",
                "BOPs (M)", "Bin params (M)", "FP params (M)", "Stored (KiB)", "Step (s)", "Step ratio"]
     table = []
     for label, row in rows.items():
         step = times[VARIANTS[label]]
         runs = maps.get(label)
         table.append([label, statistics.mean(runs) if runs else "-", statistics.pstdev(runs) if runs else "-",
+                      " / ".join(f"{m:.3f}" for m in runs) if runs else "-",
                       row["backbone"] / 1e6, row["neck"] / 1e6, row["heads"] / 1e6, row["ops"] / base["ops"],
                       row["bops"] / 1e6, row["binary_params"] / 1e6, row["fp_params"] / 1e6, row["stored_kib"],
                       step, step / base_time])
@@ -209,11 +247,14 @@ def main() -> None:
              f"128, box FCs 256). OPs per {IMAGE[1]}x{IMAGE[0]} image with {ROIS_PER_IMAGE} RoIs. Step: median of "
              f"{args.rounds}x{args.steps} train steps, batch {args.batch}, CPU ({torch.get_num_threads()} threads). ")
     setup += ("No training run (--no-train)." if args.no_train else
-              f"mAP: VOCMetric (11 points, IoU 0.5) on the first {args.test_images or 'all'} test images of the digit "
-              f"set after {args.epochs} epochs on {args.train_images or 'all'} training images, Adam 1e-3, seeds "
+              f"mAP: VOCMetric (11 points, IoU 0.5) on {subset(args.test_images)} test images of the digit set after "
+              f"{args.epochs} epochs on {subset(args.train_images)} training images, Adam 1e-3, seeds "
               f"{args.seeds} (mean, population spread); backbone "
               + (f"pretrained for {args.pretrain_epochs} epochs on the digit crops (configs/mmpretrain/"
-                 "*_digit-crops.py)." if args.pretrain_epochs else "from scratch."))
+                 "*_digit-crops.py), "
+                 + ("once per seed." if args.pretrain_seed is None else
+                    f"once with seed {args.pretrain_seed} for every seed (seeds vary the detector's training).")
+                 if args.pretrain_epochs else "from scratch."))
     (out_dir / "detection.md").write_text(
         "# Detection: binary baseline vs ES vs ES+G (tools/benchmark_detection.py)\n\n" + setup + "\n\n"
         + format_table(headers, table, markdown=True) + "\n\n![mAP and OPs per part](detection.png)\n")

@@ -8,7 +8,7 @@ matching ``configs/mmpretrain/*_digit-crops.py`` config, then loaded by the dete
 (``init_cfg=dict(type='Pretrained', prefix='backbone.')``).
 
     python tools/demo_det.py                 # generates data/digit_detection (and its crops) if missing
-    python tools/demo_det.py --epochs 12 --train-images 400
+    python tools/demo_det.py --epochs 12 --train-images 200
     python tools/demo_det.py --pretrain-epochs 0            # detector from scratch
 """
 from __future__ import annotations
@@ -39,10 +39,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="detection config (default: ES tau=2 Faster R-CNN)")
     parser.add_argument("--data", default="data/digit_detection", help="digit set folder (default: %(default)s)")
     parser.add_argument("--work-dir", default="work_dirs/demo_det", help="logs, checkpoint, PNG (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=4, help="training epochs (default: %(default)s)")
-    parser.add_argument("--train-images", type=int, default=120,
+    parser.add_argument("--epochs", type=int, default=6, help="training epochs (default: %(default)s)")
+    parser.add_argument("--train-images", type=int, default=0,
                         help="training images used, 0 for all (default: %(default)s)")
-    parser.add_argument("--test-images", type=int, default=40, help="test images scored, 0 for all (default: %(default)s)")
+    parser.add_argument("--test-images", type=int, default=0, help="test images scored, 0 for all (default: %(default)s)")
     parser.add_argument("--show", type=int, default=6, help="test images drawn in the PNG (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--pretrain-epochs", type=int, default=8,

@@ -1,4 +1,5 @@
-# ES binary RetinaNet (one stage), ES (tau = 2) backbone, FPN and head, digit set, trained from scratch on CPU.
+# ES binary RetinaNet (one stage), ES (tau = 2) backbone, FPN and head, digit set, trained on CPU; anchors
+# from 16 px (digits are 12-100 px at the set's 192 px scale).
 _base_ = [
     './_base_/models/es-binary-retinanet_r18_fpn.py', './_base_/datasets/digits_voc.py',
     './_base_/schedules/adam_digits.py', './_base_/esbnn_det_runtime.py'
@@ -8,4 +9,5 @@ es = dict(expand_ratio=2, es_groups=1)
 model = dict(
     backbone=es,
     neck=dict(**es, out_channels=128),
-    bbox_head=dict(**es, in_channels=128, feat_channels=128, stacked_convs=2, num_classes=10))
+    bbox_head=dict(**es, in_channels=128, feat_channels=128, stacked_convs=2, num_classes=10,
+                   anchor_generator=dict(octave_base_scale=2)))

@@ -1,7 +1,8 @@
 # The MNIST digit detection set of tools/make_digit_detection.py, VOC layout, read by XMLDataset (the VOC
 # reader VOCDataset builds on: VOCDataset marks any set under VOC2007/ as PASCAL VOC 2007, and VOCMetric then
 # prints VOC's class names for the digits) and scored by VOCMetric (11-point mAP at IoU 0.5, as VOC07).
-# Small images (128-320 px) at their own scale, no flip (mirrored digits are other shapes).
+# Images (128-320 px) resized to at most 192 px, which keeps every digit at 12 px or more and makes training
+# CPU-sized; no flip (mirrored digits are other shapes).
 dataset_type = 'XMLDataset'
 data_root = 'data/digit_detection/VOCdevkit/'
 metainfo = dict(classes=('0', '1', '2', '3', '4', '5', '6', '7', '8', '9'))
@@ -10,12 +11,12 @@ backend_args = None
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=(320, 320), keep_ratio=True),
+    dict(type='Resize', scale=(192, 192), keep_ratio=True),
     dict(type='PackDetInputs')
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='Resize', scale=(320, 320), keep_ratio=True),
+    dict(type='Resize', scale=(192, 192), keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True),  # after Resize: gt keeps the original scale
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
 ]
