@@ -9,7 +9,7 @@ from mmengine.structures import InstanceData
 from torch import nn
 
 import esbnn_plugins.mmdet  # noqa: F401
-from esbnn_plugins.ops import ESBinaryConv2d
+from esbnn_plugins.ops import ESBinaryConv2d, ESBinaryLinear
 from fused_checks import assert_same_run, forward_backward, perturb_per_channel
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
@@ -105,6 +105,37 @@ def test_es_shared_fc_bbox_head_binary_hidden_real_predictors():
     assert cls.shape == (6, 11) and reg.shape == (6, 40)
     with pytest.raises(ValueError, match="num_cls_fcs=1"):
         MODELS.build(dict(type="ESBinarySharedFCBBoxHead", in_channels=8, num_cls_fcs=1))
+
+
+SPREAD_PARTS = {
+    "ESBinaryFPN": dict(in_channels=WIDTHS, out_channels=16, num_outs=4, widened_inputs=True),
+    "ESBinaryRPNHead": dict(in_channels=16, feat_channels=16, num_convs=2,
+                            anchor_generator=dict(type="AnchorGenerator", scales=[8], ratios=[1.0], strides=[4])),
+    "ESBinaryRetinaHead": dict(num_classes=3, in_channels=16, feat_channels=16, stacked_convs=1),
+    "ESBinarySharedFCBBoxHead": dict(in_channels=4, fc_out_channels=16, roi_feat_size=7, num_classes=3),
+}
+
+
+@pytest.mark.parametrize("part", sorted(SPREAD_PARTS))
+def test_threshold_spread_starts_the_copies_of_neck_and_head_layers_apart(part):
+    """threshold_spread in the neck and heads: every ES binary layer's RSign shifts are spread.quantiles of the
+    normal at (r + 1/2)/R over its R = tau*tau*g input blocks (ops.stream.spread_thresholds), survive
+    init_weights, and are zero without it; bad values and binarizers without a shift are errors naming the part."""
+    cfg = dict(type=part, expand_ratio=2, es_groups=1, act_binarizer="rsign", **SPREAD_PARTS[part])
+    plain = MODELS.build(cfg)
+    spread = MODELS.build(dict(cfg, threshold_spread=0.5))
+    spread.init_weights()
+    quantiles = 0.5 * torch.distributions.Normal(0.0, 1.0).icdf((torch.arange(4) + 0.5) / 4)
+    layers = [(name, m) for name, m in spread.named_modules() if isinstance(m, (ESBinaryConv2d, ESBinaryLinear))]
+    assert layers
+    for name, layer in layers:
+        shift = layer.act_binarizer.shift.bias.detach().reshape(4, -1)
+        assert torch.equal(shift, (-quantiles)[:, None].expand_as(shift)), name
+        assert not dict(plain.named_modules())[name].act_binarizer.shift.bias.any(), name
+    with pytest.raises(ValueError, match=f"{part}: threshold_spread must be a number > 0 or None, got 0"):
+        MODELS.build(dict(cfg, threshold_spread=0))
+    with pytest.raises(ValueError, match=f"{part}: threshold_spread=1.0: .* binarizes with ApproxSign.*rsign"):
+        MODELS.build(dict(cfg, act_binarizer="approx_sign", threshold_spread=1.0))
 
 
 @pytest.mark.parametrize("tau,g", [(1, 1), (2, 1), (1, 2), (2, 2)])

@@ -13,8 +13,8 @@ Each training run stores its mAP in ``<work-dir>/<config>/seed<N>/result.json`` 
 schedule and the resolved config); a later call with the same settings reuses it. So seeds can train in
 parallel processes (one thread each), and a last call measures the step times alone and writes the report.
 
-Prints the tables; writes ``work_dirs/benchmark_detection/detection.md`` and ``detection.png``, or with
-``--out`` ``docs/results/detection.md`` and its plot.
+Prints the tables; writes its section of ``work_dirs/benchmark_detection/detection.md`` (other sections
+of the file are kept) and ``detection.png``, or with ``--out`` of ``docs/results/detection.md`` and its plot.
 
     python tools/benchmark_detection.py [--epochs 8] [--train-images 0] [--pretrain-epochs 8] [--seeds 0 1] [--out]
     OMP_NUM_THREADS=1 python tools/benchmark_detection.py --seeds 0 &  # seeds in parallel, then:
@@ -40,7 +40,7 @@ from mmengine.structures import InstanceData
 from torch import nn
 
 import esbnn_plugins.mmdet  # noqa: F401
-from esbnn_plugins.analysis import complexity, format_table
+from esbnn_plugins.analysis import complexity, format_table, write_section
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 
@@ -255,9 +255,10 @@ def main() -> None:
                  + ("once per seed." if args.pretrain_seed is None else
                     f"once with seed {args.pretrain_seed} for every seed (seeds vary the detector's training).")
                  if args.pretrain_epochs else "from scratch."))
-    (out_dir / "detection.md").write_text(
-        "# Detection: binary baseline vs ES vs ES+G (tools/benchmark_detection.py)\n\n" + setup + "\n\n"
-        + format_table(headers, table, markdown=True) + "\n\n![mAP and OPs per part](detection.png)\n")
+    write_section(out_dir / "detection.md", "digits-faster-rcnn",
+                  f"## Faster R-CNN on the digit detection set (tools/benchmark_detection.py, {time.strftime('%Y-%m-%d')})"
+                  "\n\n" + setup + "\n\n" + format_table(headers, table, markdown=True)
+                  + "\n\n![mAP and OPs per part](detection.png)", title="Detection: binary baseline vs ES vs ES+G")
     print(f"wrote {out_dir / 'detection.md'} and {out_dir / 'detection.png'}")
 
 

@@ -18,7 +18,7 @@ from mmdet.registry import MODELS
 from torch import Tensor, nn
 
 from ..models import ESBinaryUnit, build_block_activation
-from ..models.base import build_in
+from ..models.base import apply_threshold_spread, build_in
 from ..ops import ESBinaryLinear, ESExpand, ESReduce, expand, reduce
 from ..ops.binarizers import BinarizerCfg
 from ..ops.fused import fused_conv_bn_act
@@ -74,15 +74,20 @@ class ESBinaryFCUnit(nn.Module):
 class ESBinaryConvHeadMixin:
     """The ES settings of the conv heads (placed before the MMDetection head class): keyword arguments
     ``expand_ratio``, ``es_groups``, ``act_binarizer``, ``weight_binarizer``, ``activation``, ``norm_cfg``
-    and ``reduce_mode`` of :func:`es_binary_conv_stack`; the others go to the MMDetection head."""
+    and ``reduce_mode`` of :func:`es_binary_conv_stack`, and ``threshold_spread`` (ours; needs
+    ``act_binarizer='rsign'``: the stacks widen by replication, so their first binary conv gets identical
+    copies unless their thresholds start apart, ``ops.stream.spread_thresholds``); the others go to the
+    MMDetection head."""
 
     def __init__(self, *args, expand_ratio: int = 1, es_groups: int = 1, act_binarizer: Optional[BinarizerCfg] = None,
                  weight_binarizer: Optional[BinarizerCfg] = None, activation: str = "rprelu",
-                 norm_cfg: Optional[dict] = None, reduce_mode: str = "slice", **kwargs) -> None:
+                 norm_cfg: Optional[dict] = None, reduce_mode: str = "slice", threshold_spread: Optional[float] = None,
+                 **kwargs) -> None:
         self.unit_cfg = dict(expand_ratio=expand_ratio, es_groups=es_groups, activation=activation,
                              norm_cfg=dict(type="BN") if norm_cfg is None else norm_cfg,
                              act_binarizer=act_binarizer, weight_binarizer=weight_binarizer, reduce_mode=reduce_mode)
         super().__init__(*args, **kwargs)
+        apply_threshold_spread(type(self).__name__, self, threshold_spread)
 
 
 @MODELS.register_module()
@@ -105,13 +110,14 @@ class ESBinarySharedFCBBoxHead(ConvFCBBoxHead):
     (``fc_out_channels`` nominal each) -> reduce -> full-precision ``fc_cls``/``fc_reg``.
 
     The binary counterpart of ``Shared2FCBBoxHead``; ``expand_ratio=es_groups=1`` is its binary baseline.
+    ``threshold_spread`` as in :class:`ESBinaryConvHeadMixin` (the first FC reads replicated RoI features).
     """
 
     def __init__(self, num_shared_fcs: int = 2, fc_out_channels: int = 1024, expand_ratio: int = 1,
                  es_groups: int = 1, act_binarizer: Optional[BinarizerCfg] = None,
                  weight_binarizer: Optional[BinarizerCfg] = None, activation: str = "rprelu",
-                 norm_cfg: dict = dict(type="BN1d"), reduce_mode: str = "slice", init_cfg: Optional[dict] = None,
-                 **kwargs) -> None:
+                 norm_cfg: dict = dict(type="BN1d"), reduce_mode: str = "slice", threshold_spread: Optional[float] = None,
+                 init_cfg: Optional[dict] = None, **kwargs) -> None:
         for key in ("num_shared_convs", "num_cls_convs", "num_cls_fcs", "num_reg_convs", "num_reg_fcs"):
             if kwargs.get(key):
                 raise ValueError(f"ESBinarySharedFCBBoxHead: has shared FCs only, got {key}={kwargs[key]}")
@@ -123,6 +129,7 @@ class ESBinarySharedFCBBoxHead(ConvFCBBoxHead):
                         dict(type="Normal", std=0.001, override=dict(name="fc_reg"))]
         super().__init__(num_shared_fcs=num_shared_fcs, fc_out_channels=fc_out_channels, init_cfg=init_cfg,
                          **kwargs)
+        apply_threshold_spread("ESBinarySharedFCBBoxHead", self, threshold_spread)
 
     def _add_conv_fc_branch(self, num_branch_convs: int, num_branch_fcs: int, in_channels: int,
                             is_shared: bool = False) -> Tuple[nn.ModuleList, nn.ModuleList, int]:

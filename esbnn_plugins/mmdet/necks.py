@@ -24,7 +24,7 @@ from ..models import ESBinaryUnit
 from ..ops import ESConv2d, expand, reduce
 from ..ops.binarizers import BinarizerCfg
 from ..openmmlab import norm_layer_from_cfg
-from ..models.base import build_in
+from ..models.base import apply_threshold_spread, build_in
 from .heads import binarizers
 
 EXTRA_CONVS = (False, "on_output")
@@ -34,13 +34,15 @@ EXTRA_CONVS = (False, "on_output")
 class ESBinaryFPN(BaseModule):
     """ES binary FPN; arguments as MMDetection's ``FPN`` (``in_channels``, ``out_channels``, ``num_outs``,
     ``start_level``, ``end_level``, ``add_extra_convs`` False or ``'on_output'``) plus the ES settings.
-    ``widened_inputs`` says whether the backbone hands over the widened ES stream."""
+    ``widened_inputs`` says whether the backbone hands over the widened ES stream. ``threshold_spread``
+    (ours; needs ``act_binarizer='rsign'``) starts the copies' binarization thresholds apart: the 1x1
+    laterals hand identical copies to the binary 3x3 convs (``ops.stream.spread_thresholds``)."""
 
     def __init__(self, in_channels: Sequence[int], out_channels: int, num_outs: int, start_level: int = 0,
                  end_level: int = -1, add_extra_convs: Union[bool, str] = False, widened_inputs: bool = False,
                  expand_ratio: int = 1, es_groups: int = 1, act_binarizer: Optional[BinarizerCfg] = None,
                  weight_binarizer: Optional[BinarizerCfg] = None, activation: str = "rprelu",
-                 norm_cfg: dict = dict(type="BN"), reduce_mode: str = "slice",
+                 norm_cfg: dict = dict(type="BN"), reduce_mode: str = "slice", threshold_spread: Optional[float] = None,
                  init_cfg: Optional[dict] = dict(type="Xavier", layer=["Conv2d", "ESConv2d"],
                                                  distribution="uniform")) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -72,6 +74,7 @@ class ESBinaryFPN(BaseModule):
         self.extra_convs = nn.ModuleList(build_in(f"ESBinaryFPN extra_convs.{i}", ESBinaryUnit, out_channels,
                                                   out_channels, 2, **unit_cfg)
                                          for i in range(num_extra if add_extra_convs else 0))
+        apply_threshold_spread("ESBinaryFPN", self, threshold_spread)
 
     def _check_inputs(self, inputs: Sequence[Tensor]) -> None:
         if len(inputs) != len(self.in_channels):

@@ -27,6 +27,24 @@ def build_in(where: str, build: Callable[..., nn.Module], *args, **kwargs) -> nn
         raise ValueError(f"{where}: {err}") from None
 
 
+def check_threshold_spread(owner: str, spread: Optional[float]) -> Optional[float]:
+    """``spread`` if it is a number > 0 or ``None`` (off); else an error naming ``owner``."""
+    if spread is not None and (isinstance(spread, bool) or not isinstance(spread, (int, float)) or spread <= 0):
+        raise ValueError(f"{owner}: threshold_spread must be a number > 0 or None, got {spread!r}")
+    return spread
+
+
+def apply_threshold_spread(owner: str, module: nn.Module, spread: Optional[float]) -> None:
+    """:func:`~esbnn_plugins.ops.stream.spread_thresholds` on ``module`` (``spread=None``: nothing), errors
+    naming ``owner`` and the setting."""
+    if check_threshold_spread(owner, spread) is None:
+        return
+    try:
+        spread_thresholds(module, spread)
+    except ValueError as err:
+        raise ValueError(f"{owner}: threshold_spread={spread}: {err}") from None
+
+
 def shortcut_pool(stride: int) -> nn.Module:
     """ReActNet's ``AvgPool2d(2, 2)`` on strided shortcuts; ``ceil_mode`` keeps odd sizes aligned with the conv."""
     if stride == 1:
@@ -51,10 +69,7 @@ class ESNetwork(nn.Module):
                      stem_norm_after_expand: bool = False, threshold_spread: Optional[float] = None) -> None:
         if reduce_mode not in NETWORK_REDUCE_MODES:
             raise ValueError(f"{name}: reduce_mode must be one of {NETWORK_REDUCE_MODES}, got {reduce_mode!r}")
-        if threshold_spread is not None and (isinstance(threshold_spread, bool)
-                                             or not isinstance(threshold_spread, (int, float)) or threshold_spread <= 0):
-            raise ValueError(f"{name}: threshold_spread must be a number > 0 or None, got {threshold_spread!r}")
-        self.threshold_spread = threshold_spread
+        self.threshold_spread = check_threshold_spread(name, threshold_spread)
         self.name = name
         self.expand_ratio, self.es_groups, self.reduce_mode = expand_ratio, es_groups, reduce_mode
         self.stem_norm_after_expand = bool(stem_norm_after_expand)
@@ -84,11 +99,7 @@ class ESNetwork(nn.Module):
         for index in self.out_indices:
             if not 0 <= index < num_stages:
                 raise ValueError(f"{self.name}: out_indices entries must be in [0, {num_stages}), got {index}")
-        if self.threshold_spread is not None:
-            try:
-                spread_thresholds(self, self.threshold_spread)
-            except ValueError as err:
-                raise ValueError(f"{self.name}: threshold_spread={self.threshold_spread}: {err}") from None
+        apply_threshold_spread(self.name, self, self.threshold_spread)
         self.head = None
         if num_classes is not None:
             self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
