@@ -1,11 +1,13 @@
 # ES binary RetinaNet (one stage), ES (tau = 2) backbone, FPN and head, digit set, trained on CPU; anchors
 # from 16 px (digits are 12-100 px at the set's 192 px scale).
+# threshold_spread (ours): RSign thresholds of the copies start apart in the replicated FPN/head stacks
+# (see es-binary-faster-rcnn_r18_fpn_tau2_digits.py).
 _base_ = [
     './_base_/models/es-binary-retinanet_r18_fpn.py', './_base_/datasets/digits_voc.py',
     './_base_/schedules/adam_digits.py', './_base_/esbnn_det_runtime.py'
 ]
 
-es = dict(expand_ratio=2, es_groups=1)
+es = dict(expand_ratio=2, es_groups=1, act_binarizer='rsign', threshold_spread=1.0)
 model = dict(
     backbone=es,
     neck=dict(**es, out_channels=128),
