@@ -191,6 +191,7 @@ BUILD_ONLY = ["es-binary-faster-rcnn_r18_fpn_voc0712.py", "es-binary-faster-rcnn
               "es-binary-faster-rcnn_r18_fpn_tau2_cocofmt.py", "es-binary-faster-rcnn_r18_fpn_tau2_digits.py",
               "es-binary-retinanet_r18_fpn_tau2_cocofmt.py"]
 TRAIN_STEP = ["es-binary-faster-rcnn_r18_fpn_digits.py", "es-binary-faster-rcnn_r18_fpn_tau2-g2_digits.py",
+              "es-binary-faster-rcnn_r18_fpn_tau2-backbone_digits.py",
               "es-binary-retinanet_r18_fpn_tau2_digits.py"]
 
 
@@ -266,12 +267,14 @@ def test_es_detectors_keep_baseline_ops_per_part():
     from benchmark_detection import PARTS, TensorForward
     from esbnn_plugins.analysis import complexity
     reports = {}
-    for name in ("es-binary-faster-rcnn_r18_fpn_digits.py", "es-binary-faster-rcnn_r18_fpn_tau2-g2_digits.py"):
+    for name in ("es-binary-faster-rcnn_r18_fpn_digits.py", "es-binary-faster-rcnn_r18_fpn_tau2-g2_digits.py",
+                 "es-binary-faster-rcnn_r18_fpn_tau2-backbone_digits.py"):
         model = MODELS.build(Config.fromfile(ROOT / "configs" / "mmdet" / name).model)
         reports[name] = complexity(TensorForward(model), torch.randn(1, 3, 64, 96))
-    base, es = reports.values()
-    assert base.bops == es.bops > 0 and base.flops == es.flops > 0 and base.binary_params == es.binary_params
-    for report in (base, es):
+    base, *others = reports.values()
+    for es in others:
+        assert base.bops == es.bops > 0 and base.flops == es.flops > 0 and base.binary_params == es.binary_params
+    for report in reports.values():
         parts = [report.part(*(f"detector.{p}" for p in prefixes)) for prefixes in PARTS.values()]
         assert all(part.bops > 0 for part in parts)
         assert sum(part.ops for part in parts) == pytest.approx(report.ops)

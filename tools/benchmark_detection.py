@@ -52,7 +52,8 @@ from make_digit_detection import CROP_SUBDIR, VOC_SUBDIR, make_crops, make_datas
 CONFIGS = ROOT / "configs" / "mmdet"
 VARIANTS = {"baseline (tau=1)": "es-binary-faster-rcnn_r18_fpn_digits.py",
             "ES (tau=2)": "es-binary-faster-rcnn_r18_fpn_tau2_digits.py",
-            "ES+G (tau=2, g=2)": "es-binary-faster-rcnn_r18_fpn_tau2-g2_digits.py"}
+            "ES+G (tau=2, g=2)": "es-binary-faster-rcnn_r18_fpn_tau2-g2_digits.py",
+            "ES backbone only (tau=2)": "es-binary-faster-rcnn_r18_fpn_tau2-backbone_digits.py"}
 PARTS = {"backbone": ("backbone",), "neck": ("neck",), "heads": ("rpn_head", "roi_head", "bbox_head")}
 IMAGE = (144, 192)
 """Input of the OPs count and the timed steps: a 4:3 image at the digit configs' 192 px scale."""
@@ -169,7 +170,7 @@ def plot(rows: Dict[str, dict], maps: Dict[str, List[float]], path: Path) -> Non
     if maps:
         means = [statistics.mean(maps[label]) for label in labels]
         spread = [statistics.pstdev(maps[label]) for label in labels]
-        ax_map.bar(labels, means, yerr=spread, capsize=4, color=["tab:gray", "tab:blue", "tab:orange"])
+        ax_map.bar(labels, means, yerr=spread, capsize=4, color=["tab:gray", "tab:blue", "tab:orange", "tab:green"][:len(labels)])
         ax_map.set_ylabel("VOC mAP@0.5 (digit set)")
     else:
         ax_map.text(0.5, 0.5, "no training run (--no-train)", ha="center", va="center")
@@ -205,6 +206,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="timing rounds after warm-up (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=2, help="images per timed train step (default: %(default)s)")
     parser.add_argument("--no-train", action="store_true", help="complexity and step time only")
+    parser.add_argument("--train", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="LABEL",
+                        help="train only these variants, then stop without a report (to run them in parallel "
+                             f"processes); labels: {', '.join(repr(v) for v in VARIANTS)}")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "work_dirs" / "benchmark_detection")
     parser.add_argument("--out", action="store_true", help="write docs/results/detection.md and .png")
     args = parser.parse_args()
@@ -220,7 +224,10 @@ def main() -> None:
             make_dataset(args.data)
         if args.pretrain_epochs and not (Path(args.data) / CROP_SUBDIR).is_dir():
             make_crops(args.data)
-        maps = {label: [train_map(name, args, seed) for seed in args.seeds] for label, name in VARIANTS.items()}
+        maps = {label: [train_map(VARIANTS[label], args, seed) for seed in args.seeds] for label in args.train}
+        if set(args.train) != set(VARIANTS):
+            print("trained: " + ", ".join(f"{label} {maps[label]}" for label in args.train))
+            return
     torch.manual_seed(0)
     rows = {label: count(name) for label, name in VARIANTS.items()}
     times = step_times(list(VARIANTS.values()), args.batch, args.steps, args.rounds)

@@ -27,7 +27,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, "tools"))
 from make_digit_detection import CROP_SUBDIR, VOC_SUBDIR, make_crops, make_dataset  # noqa: E402
 
-DEFAULT_CONFIG = osp.join(ROOT, "configs", "mmdet", "es-binary-faster-rcnn_r18_fpn_tau2_digits.py")
+DEFAULT_CONFIG = osp.join(ROOT, "configs", "mmdet", "es-binary-faster-rcnn_r18_fpn_tau2-backbone_digits.py")
 PRETRAIN_CONFIGS = {(1, 1): "reactnet-resnet18_1xb64_digit-crops.py",
                     (2, 1): "es-reactnet-resnet18-tau2_1xb64_digit-crops.py",
                     (2, 2): "es-reactnet-resnet18-tau2-g2_1xb64_digit-crops.py"}
@@ -36,7 +36,7 @@ PRETRAIN_CONFIGS = {(1, 1): "reactnet-resnet18_1xb64_digit-crops.py",
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help="detection config (default: ES tau=2 Faster R-CNN)")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="detection config (default: Faster R-CNN, ES tau=2 in the backbone)")
     parser.add_argument("--data", default="data/digit_detection", help="digit set folder (default: %(default)s)")
     parser.add_argument("--work-dir", default="work_dirs/demo_det", help="logs, checkpoint, PNG (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=6, help="training epochs (default: %(default)s)")
