@@ -250,8 +250,8 @@ def main() -> None:
     out_dir = ROOT / "docs" / "results" if args.out else args.work_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     plot(rows, maps, out_dir / "detection.png")
-    setup = (f"Faster R-CNN, ES binary ResNet-18 + ES binary FPN + ES binary RPN/RoI heads (digit configs: FPN width "
-             f"128, box FCs 256). OPs per {IMAGE[1]}x{IMAGE[0]} image with {ROIS_PER_IMAGE} RoIs. Step: median of "
+    setup = (f"Faster R-CNN, binary ResNet-18 + binary FPN + binary RPN/RoI heads, ES where the row says (configs "
+             f"`configs/mmdet/*_digits.py`: FPN width 128, box FCs 256). OPs per {IMAGE[1]}x{IMAGE[0]} image with {ROIS_PER_IMAGE} RoIs. Step: median of "
              f"{args.rounds}x{args.steps} train steps, batch {args.batch}, CPU ({torch.get_num_threads()} threads). ")
     setup += ("No training run (--no-train)." if args.no_train else
               f"mAP: VOCMetric (11 points, IoU 0.5) on {subset(args.test_images)} test images of the digit set after "
