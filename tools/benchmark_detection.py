@@ -185,7 +185,7 @@ def plot(rows: Dict[str, dict], maps: Dict[str, List[float]], path: Path) -> Non
     ax_ops.set_title("OPs = BOPs/64 + FLOPs, per part")
     ax_ops.legend()
     for ax in (ax_map, ax_ops):
-        ax.tick_params(axis="x", labelsize=8)
+        ax.tick_params(axis="x", labelsize=8, labelrotation=15)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
