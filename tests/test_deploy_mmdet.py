@@ -31,6 +31,8 @@ def build(name: str):
     cfg = Config.fromfile(ROOT / "configs" / "mmdet" / name)
     if "rpn" in cfg.model.test_cfg:  # 20 proposals, not 100: fewer RoI features, none within rounding of 0
         cfg.model.test_cfg.rpn.max_per_img = 20
+    if "score_thr" in cfg.model.test_cfg:  # one-stage: keep low scores of the untrained head, so boxes compare
+        cfg.model.test_cfg.score_thr = 0.0
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     model.init_weights()

@@ -191,7 +191,7 @@ BUILD_ONLY = ["es-binary-faster-rcnn_r18_fpn_voc0712.py", "es-binary-faster-rcnn
               "es-binary-faster-rcnn_r18_fpn_tau2_cocofmt.py", "es-binary-faster-rcnn_r18_fpn_tau2_digits.py",
               "es-binary-retinanet_r18_fpn_tau2_cocofmt.py"]
 TRAIN_STEP = ["es-binary-faster-rcnn_r18_fpn_digits.py", "es-binary-faster-rcnn_r18_fpn_tau2-g2_digits.py",
-              "es-binary-faster-rcnn_r18_fpn_tau2-backbone_digits.py",
+              "es-binary-faster-rcnn_r18_fpn_tau2-fpn-heads_digits.py",
               "es-binary-retinanet_r18_fpn_tau2_digits.py"]
 
 
@@ -211,8 +211,9 @@ def test_config_builds_with_es_settings(name):
     cfg = Config.fromfile(ROOT / "configs" / "mmdet" / name)
     model = MODELS.build(cfg.model)
     backbone, neck = cfg.model.backbone, cfg.model.neck
-    assert backbone.get("expand_ratio", 1) == neck.get("expand_ratio", 1) and backbone.reduce_mode == "none"
-    assert model.backbone.expand_ratio == neck.get("expand_ratio", 1)
+    # ES configs: ES in the backbone, which hands the binary baseline FPN its nominal outputs
+    assert ("tau2" in name) == (backbone.get("expand_ratio", 1) == 2) == (model.backbone.expand_ratio == 2)
+    assert backbone.reduce_mode == "slice" and not neck.widened_inputs and model.neck.expand_ratio == 1
     if "voc0712" in name:
         assert backbone.init_cfg.type == "Pretrained" and backbone.init_cfg.prefix == "backbone."
         assert backbone.frozen_stages == 1 and backbone.norm_eval
@@ -252,7 +253,7 @@ def test_unknown_binarizer_in_config_names_the_layer():
     cfg.model.backbone.weight_binarizer = "sgn"
     with pytest.raises(ValueError, match="ESBinaryResNet-18 stages.0.0: .*unknown weight binarizer 'sgn'"):
         MODELS.build(cfg.model)
-    cfg = Config.fromfile(ROOT / "configs" / "mmdet" / "es-binary-faster-rcnn_r18_fpn_tau2_digits.py")
+    cfg = Config.fromfile(ROOT / "configs" / "mmdet" / "es-binary-faster-rcnn_r18_fpn_tau2-fpn-heads_digits.py")
     cfg.model.rpn_head.expand_ratio = 3
     with pytest.raises(ValueError, match=r"ESBinaryRPNHead rpn_conv.1: .*out_channels=128 is not divisible by "
                                          r"expand_ratio\*es_groups=3\*1=3"):
@@ -267,8 +268,8 @@ def test_es_detectors_keep_baseline_ops_per_part():
     from benchmark_detection import PARTS, TensorForward
     from esbnn_plugins.analysis import complexity
     reports = {}
-    for name in ("es-binary-faster-rcnn_r18_fpn_digits.py", "es-binary-faster-rcnn_r18_fpn_tau2-g2_digits.py",
-                 "es-binary-faster-rcnn_r18_fpn_tau2-backbone_digits.py"):
+    for name in ("es-binary-faster-rcnn_r18_fpn_digits.py", "es-binary-faster-rcnn_r18_fpn_tau2_digits.py",
+                 "es-binary-faster-rcnn_r18_fpn_tau2-g2_digits.py", "es-binary-faster-rcnn_r18_fpn_tau2-fpn-heads_digits.py"):
         model = MODELS.build(Config.fromfile(ROOT / "configs" / "mmdet" / name).model)
         reports[name] = complexity(TensorForward(model), torch.randn(1, 3, 64, 96))
     base, *others = reports.values()

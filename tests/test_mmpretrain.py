@@ -491,3 +491,37 @@ def test_benchmark_writes_to_its_work_dir_unless_out_is_given(tmp_path, monkeypa
     assert "| MNIST digits | baseline" in (tmp_path / "results" / "classification.md").read_text()
     assert (tmp_path / "results" / "classification.png").is_file()
     assert not (tmp_path / "wd2" / "classification.md").exists()
+
+
+def test_benchmark_training_run_is_stored_and_reused_only_with_the_same_resolved_config(tmp_path, monkeypatch):
+    import json
+
+    import benchmark_classification as tool
+    built = []
+
+    class Runner:
+        def __init__(self, cfg):
+            built.append(cfg)
+            self.log_dir = tmp_path / f"log{len(built)}"
+            (self.log_dir / "vis_data").mkdir(parents=True)
+            lines = [dict(loss=1.0, time=0.5), dict(loss=0.9, time=0.25), {"accuracy/top1": 42.0}]
+            (self.log_dir / "vis_data" / "scalars.json").write_text("\n".join(map(json.dumps, lines)))
+
+        def train(self):
+            pass
+
+        def test(self):
+            return {"accuracy/top1": 40.0}
+
+    monkeypatch.setattr(tool.RUNNERS, "build", Runner)
+    config = tool.CONFIGS / "es-resnet20-tau2_1xb64_mnist.py"
+    first = tool.train_variant(config, 0, 2, tmp_path / "run", dict(expand_ratio=2), test=True)
+    assert first == dict(accuracy=[42.0], step_time=0.25, checkpoint=str(tmp_path / "run" / "epoch_2.pth"),
+                         test_accuracy=40.0)
+    assert tool.train_variant(config, 0, 2, tmp_path / "run", dict(expand_ratio=2), test=True) == first
+    assert len(built) == 1  # reused
+    tool.train_variant(config, 1, 2, tmp_path / "run", dict(expand_ratio=2), test=True)  # another seed
+    tool.train_variant(config, 1, 2, tmp_path / "run", dict(expand_ratio=2, es_groups=2), test=True)
+    tool.train_variant(config, 1, 2, tmp_path / "run", dict(expand_ratio=2, es_groups=2),
+                       {"train_dataloader.batch_size": 8}, test=True)
+    assert len(built) == 4

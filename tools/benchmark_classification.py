@@ -9,6 +9,8 @@ and training memory ratios, accuracy curves and accuracy vs OPs.
 --data fashion-vit: baseline vs ES (FFN only) binary ViT on Fashion-MNIST, same data options: test top-1
 over seeds, BOPs (attention matmuls apart), OPs ratio, parameters, train-step time ratios.
 
+Each training run stores its result in its work directory (``result.json``) with its resolved config; a later
+call with the same settings reuses it, so a report can be written again without training again.
 Each run prints its tables and writes its section of the report (Markdown, PNG plots beside it) to the
 work directory, or to --out (the committed results: --out docs/results/classification.md), keeping the
 sections of the other data sets.
@@ -33,7 +35,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import RUNNERS, init_default_scope
 
 import esbnn_plugins.mmpretrain  # noqa: F401
-from esbnn_plugins.analysis import complexity, format_table, write_section
+from esbnn_plugins.analysis import complexity, format_table, stored_run, text_digest, write_section
 from esbnn_plugins.analysis.variants import parse_variant, positive_int, variant_label
 from esbnn_plugins.models import ESBinaryResNet
 
@@ -48,7 +50,8 @@ DATASETS = {"MNIST digits": (CONFIGS / "es-resnet20-tau2_1xb64_mnist.py", 28),
 def train_variant(config: Path, seed: int, epochs: int, work_dir: Path, backbone: Optional[dict] = None,
                   options: Optional[dict] = None, test: bool = False) -> dict:
     """Train one network with the stock runner; return per-epoch validation accuracy, the mean step
-    time, the final checkpoint and (``test=True``) the test-split accuracy of the final model."""
+    time, the final checkpoint and (``test=True``) the test-split accuracy of the final model. A run stored
+    in ``work_dir/result.json`` with the same resolved config is reused."""
     cfg = Config.fromfile(str(config))
     cfg.model.backbone.update(backbone or {})
     if options:
@@ -59,17 +62,21 @@ def train_variant(config: Path, seed: int, epochs: int, work_dir: Path, backbone
     cfg.default_hooks.logger = dict(type="LoggerHook", interval=10)
     cfg.log_level = "WARNING"
     cfg.work_dir = str(work_dir)
-    runner = RUNNERS.build(cfg)
-    runner.train()
-    scalars = [json.loads(line) for line in
-               (Path(runner.log_dir) / "vis_data" / "scalars.json").read_text().splitlines()]
-    accuracy = [s["accuracy/top1"] for s in scalars if "accuracy/top1" in s]
-    step_times = [s["time"] for s in scalars if "loss" in s][1:] or [s["time"] for s in scalars if "loss" in s]
-    result = dict(accuracy=accuracy, step_time=statistics.mean(step_times),
-                  checkpoint=str(work_dir / f"epoch_{epochs}.pth"))
-    if test:
-        result["test_accuracy"] = runner.test()["accuracy/top1"]
-    return result
+    checkpoint = work_dir / f"epoch_{epochs}.pth"
+
+    def train() -> dict:
+        runner = RUNNERS.build(cfg)
+        runner.train()
+        scalars = [json.loads(line) for line in
+                   (Path(runner.log_dir) / "vis_data" / "scalars.json").read_text().splitlines()]
+        accuracy = [s["accuracy/top1"] for s in scalars if "accuracy/top1" in s]
+        step_times = [s["time"] for s in scalars if "loss" in s][1:] or [s["time"] for s in scalars if "loss" in s]
+        result = dict(accuracy=accuracy, step_time=statistics.mean(step_times), checkpoint=str(checkpoint))
+        if test:
+            result["test_accuracy"] = runner.test()["accuracy/top1"]
+        return result
+
+    return stored_run(work_dir / "result.json", dict(config=text_digest(cfg.pretty_text), test=test), train)
 
 
 def step_time(model: torch.nn.Module, batch: dict, optim_cfg: dict, iters: int) -> float:

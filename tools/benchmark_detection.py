@@ -1,8 +1,8 @@
 """Detection benchmark: binary baseline vs ES vs ES+G Faster R-CNN (ResNet-18 + FPN) at equal BOPs.
 
 For each variant of ``configs/mmdet/es-binary-faster-rcnn_r18_fpn*_digits.py`` (binary backbone, FPN
-and heads; tau = g = 1, tau = 2, tau = 2 and g = 2):
-* OPs = BOPs/64 + FLOPs per part (backbone, neck, heads) at a 320x240 input with a fixed number of
+and heads; ES in the backbone with tau = 2, or tau = 2 and g = 2; ES in backbone, FPN and heads, tau = 2):
+* OPs = BOPs/64 + FLOPs per part (backbone, neck, heads) at a 192x144 input with a fixed number of
   RoIs per image, binary and full-precision parameters, stored size (esbnn_plugins.analysis.complexity);
 * the train-step time (same synthetic batch, interleaved rounds, median) and its ratio to the baseline;
 * VOC mAP@0.5 (VOCMetric) on the MNIST digit detection set after the same short schedule, per seed,
@@ -24,8 +24,6 @@ of the file are kept) and ``detection.png``, or with ``--out`` of ``docs/results
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import statistics
 import sys
 import time
@@ -40,7 +38,7 @@ from mmengine.structures import InstanceData
 from torch import nn
 
 import esbnn_plugins.mmdet  # noqa: F401
-from esbnn_plugins.analysis import complexity, format_table, write_section
+from esbnn_plugins.analysis import complexity, format_table, stored_run, text_digest, write_section
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 
@@ -53,7 +51,7 @@ CONFIGS = ROOT / "configs" / "mmdet"
 VARIANTS = {"baseline (tau=1)": "es-binary-faster-rcnn_r18_fpn_digits.py",
             "ES (tau=2)": "es-binary-faster-rcnn_r18_fpn_tau2_digits.py",
             "ES+G (tau=2, g=2)": "es-binary-faster-rcnn_r18_fpn_tau2-g2_digits.py",
-            "ES backbone only (tau=2)": "es-binary-faster-rcnn_r18_fpn_tau2-backbone_digits.py"}
+            "ES in backbone, FPN and heads (tau=2)": "es-binary-faster-rcnn_r18_fpn_tau2-fpn-heads_digits.py"}
 PARTS = {"backbone": ("backbone",), "neck": ("neck",), "heads": ("rpn_head", "roi_head", "bbox_head")}
 IMAGE = (144, 192)
 """Input of the OPs count and the timed steps: a 4:3 image at the digit configs' 192 px scale."""
@@ -130,31 +128,26 @@ def train_map(name: str, args: argparse.Namespace, seed: int) -> float:
     config = Config.fromfile(str(CONFIGS / name))
     settings = dict(epochs=args.epochs, train_images=args.train_images, test_images=args.test_images,
                     pretrain_epochs=args.pretrain_epochs, pretrain_seed=args.pretrain_seed, data=str(Path(args.data).resolve()),
-                    config=hashlib.sha256(config.pretty_text.encode()).hexdigest())
-    stored = work_dir / "result.json"
-    if stored.is_file():
-        result = json.loads(stored.read_text())
-        if result["settings"] == settings:
-            print(f"{name}, seed {seed}: stored mAP {result['mAP']:.4f} ({stored})")
-            return result["mAP"]
-    checkpoint = None
-    if args.pretrain_epochs:
-        pretrain_seed = seed if args.pretrain_seed is None else args.pretrain_seed
-        backbone_dir = work_dir.parent / f"seed{pretrain_seed}" / "backbone"
-        checkpoint = str(backbone_dir / f"epoch_{args.pretrain_epochs}.pth")
-        if Path(checkpoint).is_file():
-            print(f"{name}, seed {seed}: backbone pretrained before ({checkpoint})")
-        else:
-            checkpoint = pretrain_backbone(config, args.data, str(backbone_dir), args.pretrain_epochs, pretrain_seed)
-    cfg = digit_config(str(CONFIGS / name), args.data, str(work_dir), args.epochs, args.train_images,
-                       args.test_images, seed, checkpoint)
-    cfg.log_level = "WARNING"
-    runner = RUNNERS.build(cfg)
-    runner.train()
-    mean_ap = runner.test()["pascal_voc/mAP"]
-    stored.parent.mkdir(parents=True, exist_ok=True)
-    stored.write_text(json.dumps(dict(settings=settings, mAP=mean_ap), indent=1))
-    return mean_ap
+                    config=text_digest(config.pretty_text))
+
+    def train() -> dict:
+        checkpoint = None
+        if args.pretrain_epochs:
+            pretrain_seed = seed if args.pretrain_seed is None else args.pretrain_seed
+            backbone_dir = work_dir.parent / f"seed{pretrain_seed}" / "backbone"
+            checkpoint = str(backbone_dir / f"epoch_{args.pretrain_epochs}.pth")
+            if Path(checkpoint).is_file():
+                print(f"{name}, seed {seed}: backbone pretrained before ({checkpoint})")
+            else:
+                checkpoint = pretrain_backbone(config, args.data, str(backbone_dir), args.pretrain_epochs, pretrain_seed)
+        cfg = digit_config(config, args.data, str(work_dir), args.epochs, args.train_images, args.test_images, seed,
+                           checkpoint)
+        cfg.log_level = "WARNING"
+        runner = RUNNERS.build(cfg)
+        runner.train()
+        return dict(mAP=runner.test()["pascal_voc/mAP"])
+
+    return stored_run(work_dir / "result.json", settings, train)["mAP"]
 
 
 def subset(count: int) -> str:

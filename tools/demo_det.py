@@ -14,20 +14,24 @@ matching ``configs/mmpretrain/*_digit-crops.py`` config, then loaded by the dete
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import os.path as osp
 import subprocess
 import sys
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from mmengine.config import Config
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, "tools"))
 from make_digit_detection import CROP_SUBDIR, VOC_SUBDIR, make_crops, make_dataset  # noqa: E402
 
-DEFAULT_CONFIG = osp.join(ROOT, "configs", "mmdet", "es-binary-faster-rcnn_r18_fpn_tau2-backbone_digits.py")
+DEFAULT_CONFIG = osp.join(ROOT, "configs", "mmdet", "es-binary-faster-rcnn_r18_fpn_tau2_digits.py")
 PRETRAIN_CONFIGS = {(1, 1): "reactnet-resnet18_1xb64_digit-crops.py",
                     (2, 1): "es-reactnet-resnet18-tau2_1xb64_digit-crops.py",
                     (2, 2): "es-reactnet-resnet18-tau2-g2_1xb64_digit-crops.py"}
@@ -87,14 +91,14 @@ def pretrain_backbone(det_cfg, data: str, work_dir: str, epochs: int, seed: int)
     return osp.join(work_dir, f"epoch_{epochs}.pth")
 
 
-def digit_config(config: str, data: str, work_dir: str, epochs: int, train_images: int, test_images: int,
+def digit_config(config: Union[str, Config], data: str, work_dir: str, epochs: int, train_images: int, test_images: int,
                  seed: int, backbone_checkpoint: Optional[str] = None):
     """A digit-set detection config for a short run: data under ``data``, first ``train_images`` /
     ``test_images`` images (0: all), ``epochs`` epochs (cosine schedule shortened to match), one
     validation and one kept checkpoint at the end; the backbone loaded from ``backbone_checkpoint``
-    (an MMPretrain checkpoint, ``prefix='backbone.'``) when given."""
+    (an MMPretrain checkpoint, ``prefix='backbone.'``) when given. ``config``: a path or a loaded config (copied)."""
     from mmengine.config import Config
-    cfg = Config.fromfile(config)
+    cfg = Config.fromfile(config) if isinstance(config, str) else copy.deepcopy(config)
     if backbone_checkpoint is not None:
         cfg.model.backbone.init_cfg = dict(type="Pretrained", checkpoint=backbone_checkpoint, prefix="backbone.")
     voc_root = osp.join(osp.abspath(data), "VOCdevkit") + os.sep

@@ -1,8 +1,8 @@
 # ES binary retinanet (tau = 2; ResNet-18 + FPN) on any COCO-format data set (CocoDataset, CocoMetric).
 # For your own data change only the lines between the markers: paths and class names (in the order of
 # the annotation file's categories). The defaults read the digit set of tools/make_digit_detection.py.
-# threshold_spread (ours): RSign thresholds of the copies start apart in the replicated FPN/head stacks
-# (see es-binary-faster-rcnn_r18_fpn_tau2_digits.py).
+# ES in the backbone, binary FPN and heads (see es-binary-faster-rcnn_r18_fpn_tau2_digits.py); threshold_spread
+# (ours): the copies' RSign thresholds start apart.
 _base_ = [
     './_base_/models/es-binary-retinanet_r18_fpn.py', 'mmdet::_base_/datasets/coco_detection.py',
     './_base_/schedules/adam_digits.py', './_base_/esbnn_det_runtime.py'
@@ -28,5 +28,4 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + val_ann_file)
 test_evaluator = val_evaluator
 
-es = dict(expand_ratio=2, es_groups=1, act_binarizer='rsign', threshold_spread=1.0)
-model = dict(backbone=es, neck=es, bbox_head=dict(**es, num_classes=len(classes)))
+model = dict(backbone=dict(expand_ratio=2, threshold_spread=1.0), bbox_head=dict(num_classes=len(classes)))

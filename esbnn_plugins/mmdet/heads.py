@@ -120,7 +120,7 @@ class ESBinarySharedFCBBoxHead(ConvFCBBoxHead):
                  init_cfg: Optional[dict] = None, **kwargs) -> None:
         for key in ("num_shared_convs", "num_cls_convs", "num_cls_fcs", "num_reg_convs", "num_reg_fcs"):
             if kwargs.get(key):
-                raise ValueError(f"ESBinarySharedFCBBoxHead: has shared FCs only, got {key}={kwargs[key]}")
+                raise ValueError(f"{type(self).__name__}: has shared FCs only, got {key}={kwargs[key]}")
         self.unit_cfg = dict(expand_ratio=expand_ratio, es_groups=es_groups, activation=activation,
                              norm_cfg=norm_cfg, act_binarizer=act_binarizer, weight_binarizer=weight_binarizer)
         self.expand_ratio, self.es_groups, self.reduce_mode = expand_ratio, es_groups, reduce_mode
@@ -129,7 +129,7 @@ class ESBinarySharedFCBBoxHead(ConvFCBBoxHead):
                         dict(type="Normal", std=0.001, override=dict(name="fc_reg"))]
         super().__init__(num_shared_fcs=num_shared_fcs, fc_out_channels=fc_out_channels, init_cfg=init_cfg,
                          **kwargs)
-        apply_threshold_spread("ESBinarySharedFCBBoxHead", self, threshold_spread)
+        apply_threshold_spread(type(self).__name__, self, threshold_spread)
 
     def _add_conv_fc_branch(self, num_branch_convs: int, num_branch_fcs: int, in_channels: int,
                             is_shared: bool = False) -> Tuple[nn.ModuleList, nn.ModuleList, int]:
@@ -138,7 +138,7 @@ class ESBinarySharedFCBBoxHead(ConvFCBBoxHead):
             if not self.with_avg_pool:
                 in_channels *= self.roi_feat_area
             for i in range(num_branch_fcs):
-                fcs.append(build_in(f"ESBinarySharedFCBBoxHead shared_fcs.{i}", ESBinaryFCUnit,
+                fcs.append(build_in(f"{type(self).__name__} shared_fcs.{i}", ESBinaryFCUnit,
                                     in_channels if i == 0 else self.fc_out_channels, self.fc_out_channels,
                                     **self.unit_cfg))
             in_channels = self.fc_out_channels

@@ -1,5 +1,5 @@
-# ES binary RetinaNet: the ES binary ResNet-18 and ES binary FPN of the Faster R-CNN configs (P3-P7, extra
-# levels by strided ES binary units) and an ES binary RetinaNet head (full-precision final convs).
+# ES binary RetinaNet: the ES binary ResNet-18 and binary FPN of the Faster R-CNN configs (P3-P7, extra levels
+# by strided binary units) and a binary RetinaNet head (full-precision final convs); ES settings as there.
 _base_ = 'mmdet::_base_/models/retinanet_r50_fpn.py'
 
 model = dict(
@@ -10,7 +10,7 @@ model = dict(
         act_binarizer='rsign',
         weight_binarizer='scaled_sign',
         out_indices=(0, 1, 2, 3),
-        reduce_mode='none',
+        reduce_mode='slice',
         frozen_stages=-1,
         norm_eval=False,
         init_cfg=None),
@@ -18,7 +18,7 @@ model = dict(
         _delete_=True,
         type='ESBinaryFPN',
         in_channels=[64, 128, 256, 512],
-        widened_inputs=True,
+        widened_inputs=False,
         out_channels=256,
         start_level=1,
         add_extra_convs='on_output',

@@ -1,0 +1,26 @@
+"""Benchmark runs stored with their settings, so a later benchmark call reuses a finished training run."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable, Dict
+
+
+def text_digest(text: str) -> str:
+    """SHA-256 of ``text`` (a resolved config's ``pretty_text``): a setting that changes with any option."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def stored_run(path: Path, settings: Dict[str, object], run: Callable[[], Dict[str, object]]) -> Dict[str, object]:
+    """``run()``'s result (a JSON-serialisable dict without a ``settings`` key), read from ``path`` when a run with
+    equal ``settings`` stored it there, else computed and stored beside ``settings``."""
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored.pop("settings") == settings:
+            print(f"stored result reused: {path}", flush=True)
+            return stored
+    result = run()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(result, settings=settings), indent=1))
+    return result
