@@ -252,7 +252,7 @@ def test_digit_detector_starts_from_its_pretraining_config_checkpoint(det_name, 
 def test_benchmark_reuses_a_stored_run_only_with_the_same_settings(tmp_path, monkeypatch):
     """benchmark_detection: a finished run's mAP is stored with its settings; the same settings reuse it
     (seeds can train in parallel processes), others train again; a shared pretraining seed reuses one
-    backbone checkpoint."""
+    backbone pretraining while its settings are the same."""
     import argparse
     import benchmark_detection as bench
 
@@ -287,7 +287,8 @@ def test_benchmark_reuses_a_stored_run_only_with_the_same_settings(tmp_path, mon
     assert bench.train_map(name, args, seed=1) == 0.25
     assert pretrained == [(str(backbone), 0)]
     assert built[-1].model.backbone.init_cfg.checkpoint == str(backbone / "epoch_3.pth")
-    backbone.mkdir(parents=True)
-    (backbone / "epoch_3.pth").touch()
     args.epochs = 3
-    assert bench.train_map(name, args, seed=2) == 0.25 and len(pretrained) == 1  # checkpoint reused
+    assert bench.train_map(name, args, seed=2) == 0.25 and len(pretrained) == 1  # pretraining reused
+    args.pretrain_epochs = 4
+    assert bench.train_map(name, args, seed=2) == 0.25 and len(pretrained) == 2  # other pretraining: trained
+    assert built[-1].model.backbone.init_cfg.checkpoint == str(backbone / "epoch_4.pth")

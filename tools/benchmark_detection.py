@@ -44,7 +44,7 @@ from mmdet.structures import DetDataSample
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from demo_det import digit_config, pretrain_backbone  # noqa: E402
+from demo_det import digit_config, pretrain_backbone, pretrain_config  # noqa: E402
 from make_digit_detection import CROP_SUBDIR, VOC_SUBDIR, make_crops, make_dataset  # noqa: E402
 
 CONFIGS = ROOT / "configs" / "mmdet"
@@ -103,14 +103,16 @@ def synthetic_batch(model: nn.Module, batch: int) -> dict:
 
 
 def step_times(names: List[str], batch: int, steps: int, rounds: int) -> Dict[str, float]:
-    """Median seconds per train step (forward, backward, Adam), variants interleaved round by round."""
+    """Median seconds per train step (forward, backward, Adam), variants interleaved round by round, each round
+    starting from the next variant (no variant always first after another's steps)."""
     models = {name: build(name).train() for name in names}
     wrappers = {name: build_optim_wrapper(model, dict(optimizer=dict(type="Adam", lr=1e-4)))
                 for name, model in models.items()}
     batches = {name: synthetic_batch(model, batch) for name, model in models.items()}
     times: Dict[str, List[float]] = {name: [] for name in names}
     for round_index in range(rounds + 1):
-        for name, model in models.items():
+        for name in names[round_index % len(names):] + names[:round_index % len(names)]:
+            model = models[name]
             for _ in range(steps):
                 start = time.perf_counter()
                 losses = model.loss(batches[name]["inputs"], batches[name]["data_samples"])
@@ -132,14 +134,13 @@ def train_map(name: str, args: argparse.Namespace, seed: int) -> float:
 
     def train() -> dict:
         checkpoint = None
-        if args.pretrain_epochs:
+        if args.pretrain_epochs:  # one pretraining per (detector, pretraining seed), stored with its settings
             pretrain_seed = seed if args.pretrain_seed is None else args.pretrain_seed
             backbone_dir = work_dir.parent / f"seed{pretrain_seed}" / "backbone"
-            checkpoint = str(backbone_dir / f"epoch_{args.pretrain_epochs}.pth")
-            if Path(checkpoint).is_file():
-                print(f"{name}, seed {seed}: backbone pretrained before ({checkpoint})")
-            else:
-                checkpoint = pretrain_backbone(config, args.data, str(backbone_dir), args.pretrain_epochs, pretrain_seed)
+            pretraining = dict(config=text_digest(Config.fromfile(pretrain_config(config)).pretty_text),
+                               epochs=args.pretrain_epochs, seed=pretrain_seed, data=settings["data"])
+            checkpoint = stored_run(backbone_dir / "result.json", pretraining, lambda: dict(checkpoint=pretrain_backbone(
+                config, args.data, str(backbone_dir), args.pretrain_epochs, pretrain_seed)))["checkpoint"]
         cfg = digit_config(config, args.data, str(work_dir), args.epochs, args.train_images, args.test_images, seed,
                            checkpoint)
         cfg.log_level = "WARNING"
@@ -196,7 +197,7 @@ def main() -> None:
                              "(default: a pretraining per seed)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=3, help="timed train steps per round (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=2, help="timing rounds after warm-up (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=6, help="timing rounds after warm-up (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=2, help="images per timed train step (default: %(default)s)")
     parser.add_argument("--no-train", action="store_true", help="complexity and step time only")
     parser.add_argument("--train", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="LABEL",

@@ -68,17 +68,23 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def pretrain_backbone(det_cfg, data: str, work_dir: str, epochs: int, seed: int) -> str:
-    """Train the detector's backbone as a digit-crop classifier with MMPretrain's stock ``tools/train.py``
-    (the ``PRETRAIN_CONFIGS`` config of its expand_ratio and es_groups); return the last checkpoint."""
-    import mmpretrain
-
+def pretrain_config(det_cfg) -> str:
+    """The ``PRETRAIN_CONFIGS`` config (a path) for the detector's backbone: the one of its expand_ratio and
+    es_groups."""
     backbone = det_cfg.model.backbone
     key = (backbone.get("expand_ratio", 1), backbone.get("es_groups", 1))
     if key not in PRETRAIN_CONFIGS:
         raise ValueError(f"no backbone pretraining config for expand_ratio={key[0]}, es_groups={key[1]} "
                          f"(have {sorted(PRETRAIN_CONFIGS)}); pass --backbone-checkpoint or --pretrain-epochs 0")
-    config = osp.join(ROOT, "configs", "mmpretrain", PRETRAIN_CONFIGS[key])
+    return osp.join(ROOT, "configs", "mmpretrain", PRETRAIN_CONFIGS[key])
+
+
+def pretrain_backbone(det_cfg, data: str, work_dir: str, epochs: int, seed: int) -> str:
+    """Train the detector's backbone as a digit-crop classifier with MMPretrain's stock ``tools/train.py``
+    (:func:`pretrain_config`); return the last checkpoint."""
+    import mmpretrain
+
+    config = pretrain_config(det_cfg)
     crops = osp.join(osp.abspath(data), CROP_SUBDIR)
     train_py = osp.join(osp.dirname(mmpretrain.__file__), ".mim", "tools", "train.py")
     options = [f"train_cfg.max_epochs={epochs}", f"randomness.seed={seed}",
