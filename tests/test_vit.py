@@ -292,3 +292,25 @@ def test_benchmark_fashion_vit_section(tmp_path):
             line.startswith("| baseline |") and "one step" not in line]
     assert len(rows) == 2 and float(rows[1][7]) == 1.0  # OPs ratio of ES to baseline
     assert (out.parent / "classification_fashion-vit_curves.png").is_file()
+
+
+def test_threshold_spread_starts_the_ffn_copies_apart_and_leaves_attention_alone():
+    """threshold_spread: the RSign shifts of every ES FFN linear are -spread * normal quantiles at (r + 1/2)/R
+    over its R = tau*tau*g input blocks, after init_weights; attention's linears keep zero shifts; bad values
+    and binarizers without a shift are errors naming the FFN."""
+    vit = tiny_vit(expand_ratio=2, threshold_spread=0.5)
+    vit.init_weights()
+    quantiles = 0.5 * torch.distributions.Normal(0.0, 1.0).icdf((torch.arange(4) + 0.5) / 4)
+    ffn_layers = [(n, m) for n, m in vit.named_modules() if isinstance(m, ESBinaryLinear) and ".ffn." in n]
+    assert [n for n, _ in ffn_layers] == ["layers.0.ffn.fc1.linear", "layers.0.ffn.fc2.linear"]
+    for name, layer in ffn_layers:
+        shift = layer.act_binarizer.shift.bias.detach().reshape(4, -1)
+        assert torch.equal(shift, (-quantiles)[:, None].expand_as(shift)), name
+    attention = [m for n, m in vit.named_modules() if isinstance(m, ESBinaryLinear) and ".attn." in n]
+    assert attention and not any(m.act_binarizer.shift.bias.any() for m in attention)
+    assert not tiny_vit(expand_ratio=2).layers[0].ffn.fc1.linear.act_binarizer.shift.bias.any()
+    with pytest.raises(ValueError, match="ESFFN: threshold_spread must be a number > 0 or None, got -1"):
+        tiny_vit(expand_ratio=2, threshold_spread=-1)
+    with pytest.raises(ValueError, match="ESFFN: threshold_spread=1.0: .* binarizes with ApproxSign.*rsign"):
+        build(dict(type="ESFFN", embed_dims=8, feedforward_channels=16, expand_ratio=2, act_binarizer="approx_sign",
+                   threshold_spread=1.0))

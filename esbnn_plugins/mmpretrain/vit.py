@@ -16,7 +16,7 @@ from ..models.base import build_in
 from ..ops.binarizers import BinarizerCfg
 from ..openmmlab import norm_layer_from_cfg
 
-ES_FFN_OPTIONS = ("expand_ratio", "es_groups", "act_binarizer", "weight_binarizer", "reduce_mode")
+ES_FFN_OPTIONS = ("expand_ratio", "es_groups", "act_binarizer", "weight_binarizer", "reduce_mode", "threshold_spread")
 """Keyword arguments :class:`ESFFN` hands to the core :class:`esbnn_plugins.models.ESFFN`."""
 FFN_ACTIVATIONS: Dict[str, str] = {"RPReLU": "rprelu", "GELU": "gelu", "PReLU": "prelu", "Identity": "identity"}
 """``act_cfg`` types an :class:`ESFFN` accepts, and the core activation each one names."""
@@ -36,8 +36,8 @@ class ESFFN(models.ESFFN, BaseModule):
 
     ``act_cfg`` is ``dict(type='RPReLU')`` (BinaryViT), ``'GELU'``, ``'PReLU'`` or ``'Identity'``; ``norm_cfg`` builds
     the norms after ``fc1`` and ``fc2`` at the widened width; ``num_fcs`` must be 2. ``es_options``:
-    ``expand_ratio``, ``es_groups``, ``act_binarizer``, ``weight_binarizer``, ``reduce_mode`` of the core
-    :class:`esbnn_plugins.models.ESFFN` (its defaults apply).
+    ``expand_ratio``, ``es_groups``, ``act_binarizer``, ``weight_binarizer``, ``reduce_mode``, ``threshold_spread``
+    of the core :class:`esbnn_plugins.models.ESFFN` (its defaults apply).
     """
 
     def __init__(self, embed_dims: int = 256, feedforward_channels: int = 1024, num_fcs: int = 2,
@@ -97,8 +97,9 @@ class ESBinaryViT(VisionTransformer):
     ``arch``: ``'deit-tiny'``, ``'deit-small'`` or a dict with ``embed_dims``, ``num_layers``,
     ``num_heads``, ``feedforward_channels``. ``act_binarizer``/``weight_binarizer``: every binary linear;
     ``qkv_binarizer``/``prob_binarizer``: the matmul operands; ``'real'`` everywhere gives the
-    full-precision network of the same layout. ``ffn_act_cfg`` (default RPReLU) and ``reduce_mode``
-    (default ``'mean'``) are the :class:`ESFFN` settings; a checkpoint of another width is an error.
+    full-precision network of the same layout. ``ffn_act_cfg`` (default RPReLU), ``reduce_mode`` (default
+    ``'mean'``) and ``threshold_spread`` (default off) are the :class:`ESFFN` settings; a checkpoint of another
+    width is an error.
     """
 
     arch_zoo = {name: settings for name, settings in VisionTransformer.arch_zoo.items()
@@ -112,8 +113,8 @@ class ESBinaryViT(VisionTransformer):
                  patch_cfg: Optional[dict] = None, *, expand_ratio: int = 1, es_groups: int = 1,
                  act_binarizer: BinarizerCfg = "rsign", weight_binarizer: BinarizerCfg = "scaled_sign",
                  qkv_binarizer: BinarizerCfg = "approx_sign", prob_binarizer: BinarizerCfg = "elastic_step",
-                 ffn_act_cfg: Optional[dict] = None, reduce_mode: str = "mean", layer_scale_init_value: float = 0.1,
-                 init_cfg: Optional[Union[dict, list]] = None) -> None:
+                 ffn_act_cfg: Optional[dict] = None, reduce_mode: str = "mean", threshold_spread: Optional[float] = None,
+                 layer_scale_init_value: float = 0.1, init_cfg: Optional[Union[dict, list]] = None) -> None:
         name = type(self).__name__
         settings = self._arch_settings(arch)
         embed_dims, num_heads = settings["embed_dims"], settings["num_heads"]
@@ -151,7 +152,7 @@ class ESBinaryViT(VisionTransformer):
                             **binary)
             ffn_cfg = dict(act_cfg=ffn_act_cfg or dict(type="RPReLU"), ffn_drop=drop_rate, dropout_layer=dropout_layer,
                            layer_scale_init_value=layer_scale_init_value, expand_ratio=expand_ratio,
-                           es_groups=es_groups, reduce_mode=reduce_mode, **binary)
+                           es_groups=es_groups, reduce_mode=reduce_mode, threshold_spread=threshold_spread, **binary)
             layers.append(build_in(f"{name} layers.{index}", ESBinaryTransformerEncoderLayer, embed_dims, num_heads,
                                    settings["feedforward_channels"], norm_cfg, attn_cfg, ffn_cfg))
         self.layers = ModuleList(layers)  # replaces the stock full-precision layers

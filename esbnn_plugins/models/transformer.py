@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from ..ops import BinaryMatMul, ESBinaryLinear, LearnableBias, expand, reduce
 from ..ops.binarizers import BinarizerCfg
 from ..ops.stream import REDUCE_MODES
-from .base import NormLayer, build_in
+from .base import NormLayer, apply_threshold_spread, build_in
 from .resnet import build_block_activation
 
 TOKEN_ACTIVATIONS = ("rprelu", "gelu", "prelu", "identity")
@@ -99,14 +99,17 @@ class ESFFN(nn.Module):
     ``tau = g = 1`` is BinaryViT's binary FFN. ``reduce_mode`` is ``'mean'`` (over the replicas,
     METHOD.md) or ``'slice'``; ``layer_scale_init_value > 0`` adds BinaryViT's :class:`ResidualAffine`
     before the add; ``drop`` is the dropout after each unit; ``dropout_layer`` (e.g. a DropPath) acts
-    on the branch before the add, as in mmcv's ``FFN``.
+    on the branch before the add, as in mmcv's ``FFN``. ``threshold_spread`` (ours, off by default) starts the
+    copies' RSign thresholds of ``fc1`` and ``fc2`` apart (:func:`~esbnn_plugins.ops.stream.spread_thresholds`):
+    ``fc1`` reads ``tau*g`` identical copies of each token.
     """
 
     def __init__(self, embed_dims: int, feedforward_channels: int, expand_ratio: int = 1, es_groups: int = 1, *,
                  act_binarizer: BinarizerCfg = "rsign", weight_binarizer: BinarizerCfg = "scaled_sign",
                  activation: str = "rprelu", norm_layer: NormLayer = nn.LayerNorm, reduce_mode: str = "mean",
                  bias: bool = True, layer_scale_init_value: float = 0.0, drop: float = 0.0,
-                 dropout_layer: Optional[nn.Module] = None, add_identity: bool = True) -> None:
+                 dropout_layer: Optional[nn.Module] = None, add_identity: bool = True,
+                 threshold_spread: Optional[float] = None) -> None:
         super().__init__()
         owner = type(self).__name__
         self.embed_dims = _integer(owner, "embed_dims", embed_dims)
@@ -130,6 +133,7 @@ class ESFFN(nn.Module):
                     weight_binarizer=weight_binarizer, activation=activation, norm_layer=norm_layer)
         self.fc1 = build_in(f"{owner} fc1", BinaryLinearUnit, embed_dims, feedforward_channels, **unit)
         self.fc2 = build_in(f"{owner} fc2", BinaryLinearUnit, feedforward_channels, embed_dims, **unit)
+        apply_threshold_spread(owner, self, threshold_spread)
         self.drop = nn.Dropout(drop)
         self.layer_scale = ResidualAffine(embed_dims, layer_scale_init_value) if layer_scale_init_value > 0 \
             else nn.Identity()
