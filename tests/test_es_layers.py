@@ -105,18 +105,6 @@ def test_linear_layers():
     x = torch.randn(3, 8)
     scale = binary.weight.abs().mean(dim=1, keepdim=True)
     assert torch.equal(binary(x), F.linear(binary_sign(x), binary_sign(binary.weight) * scale))
-    # ES with a bias: the unique outputs copied tau*tau*g times (Tensor.repeat), then one bias per widened feature
-    es = ESLinear(4, 8, bias=True, expand_ratio=2, es_groups=2)
-    with torch.no_grad():
-        es.bias.normal_()
-    x = torch.randn(2, 3, 16, requires_grad=True)
-    unique = es.linear(x, es.weight)
-    want = unique.repeat(1, 1, 8) + es.bias
-    have = es(x)
-    assert torch.equal(have, want)
-    grad = torch.randn_like(want)
-    assert all(torch.equal(a, b) for a, b in zip(torch.autograd.grad(have, (x, es.bias), grad),
-                                                 torch.autograd.grad(want, (x, es.bias), grad)))
 
 
 def test_stream_helpers():

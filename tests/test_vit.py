@@ -314,16 +314,3 @@ def test_threshold_spread_starts_the_ffn_copies_apart_and_leaves_attention_alone
     with pytest.raises(ValueError, match="ESFFN: threshold_spread=1.0: .* binarizes with ApproxSign.*rsign"):
         build(dict(type="ESFFN", embed_dims=8, feedforward_channels=16, expand_ratio=2, act_binarizer="approx_sign",
                    threshold_spread=1.0))
-
-
-@pytest.mark.parametrize("width, features", [(8, 32), (32, 8), (16, 16)])
-def test_shortcut_added_as_a_broadcast_equals_the_repeated_shortcut(width, features):
-    from esbnn_plugins.models.transformer import add_feature_shortcut, feature_shortcut
-
-    x = torch.randn(2, 3, width, requires_grad=True)
-    out = torch.randn(2, 3, features, requires_grad=True)
-    have, want = add_feature_shortcut(out, x), out + feature_shortcut(x, features)
-    assert torch.equal(have, want)
-    grad = torch.randn_like(want)
-    assert all(torch.equal(a, b) for a, b in zip(torch.autograd.grad(have, (out, x), grad),
-                                                 torch.autograd.grad(want, (out, x), grad)))

@@ -58,14 +58,6 @@ def feature_shortcut(x: Tensor, features: int) -> Tensor:
     raise ValueError(f"feature_shortcut: {width} and {features} features are not multiples of each other")
 
 
-def add_feature_shortcut(out: Tensor, x: Tensor) -> Tensor:
-    """``out + feature_shortcut(x, out.shape[-1])``, a repeated shortcut added as a broadcast (no copy of it)."""
-    width, features = x.shape[-1], out.shape[-1]
-    if features != width and features % width == 0:
-        return (out.unflatten(-1, (features // width, width)) + x.unsqueeze(-2)).flatten(-2)
-    return out + feature_shortcut(x, features)
-
-
 class ResidualAffine(nn.Module):
     """BinaryViT's learnable affine before a residual add: ``x * scale + shift``, per feature."""
 
@@ -96,7 +88,7 @@ class BinaryLinearUnit(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.norm(self.linear(x))
-        return self.activation(add_feature_shortcut(out, x))
+        return self.activation(out + feature_shortcut(x, out.shape[-1]))
 
 
 class ESFFN(nn.Module):

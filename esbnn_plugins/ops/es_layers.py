@@ -324,13 +324,10 @@ class ESLinear(_ExpandShrink):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x, x.dim() - 1)
-        y = self.linear(self._input(x), self._weight())
-        if self.bias is None:
-            return self._replicate(y, -1)
-        if self.replicas == 1:
-            return y + self.bias
-        # the replicate as the broadcast of the bias add: one pass over the widened output, not two
-        return (y.unsqueeze(-2) + self.bias.view(self.replicas, -1)).flatten(-2)
+        y = self._replicate(self.linear(self._input(x), self._weight()), -1)
+        if self.bias is not None:
+            y = y + self.bias
+        return y
 
     def extra_repr(self) -> str:
         return self._es_repr()
