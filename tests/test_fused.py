@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from esbnn_plugins.models import ESBinaryUnit
+from esbnn_plugins.models.transformer import BinaryLinearUnit, ESFFN, feature_shortcut
 from esbnn_plugins.ops import binary_sign
 from esbnn_plugins.ops import fused, native
-from esbnn_plugins.ops.fused import fused_conv_bn_act, replicated_affine_act
+from esbnn_plugins.ops.fused import fused_conv_bn_act, fused_linear_norm_act, replicated_affine_act
 from fused_checks import assert_same_run, forward_backward, perturb_per_channel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -219,3 +220,82 @@ def test_torch_compile_traces_the_pytorch_ops_not_the_native_kernel(monkeypatch)
     assert fused._native(x) is not None
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     assert fused._native(x) is None
+
+
+def token_unit_modules(unit: BinaryLinearUnit, x: torch.Tensor) -> torch.Tensor:
+    """BinaryViT's unit written with its modules (the unfused path)."""
+    out = unit.norm(unit.linear(x))
+    return unit.activation(out + feature_shortcut(x, out.shape[-1]))
+
+
+@pytest.mark.parametrize("in_features,out_features,tau,g", [
+    (8, 32, 2, 1), (32, 8, 2, 1), (8, 8, 2, 2), (8, 32, 4, 1), (16, 16, 1, 2), (16, 8, 2, 2)])
+@pytest.mark.parametrize("activation", ["rprelu", "identity"])
+@pytest.mark.parametrize("bias,norm", [(True, "affine"), (False, "affine"), (True, "no bias"), (True, "no affine")])
+def test_fused_token_unit_matches_the_modules(in_features, out_features, tau, g, activation, bias, norm):
+    """Every shortcut (repeat, identity, mean of groups), RPReLU or none, with and without the linear's bias and
+    the norm's affine: the one-pass token epilogue computes the unit's modules, forward and backward."""
+    torch.manual_seed(0)
+    norm_layer = {"affine": nn.LayerNorm, "no bias": lambda c: nn.LayerNorm(c, bias=False),
+                  "no affine": lambda c: nn.LayerNorm(c, elementwise_affine=False)}[norm]
+    unit = perturb_per_channel(BinaryLinearUnit(in_features, out_features, tau, g, bias=bias, activation=activation,
+                                                norm_layer=norm_layer))
+    plain = copy.deepcopy(unit)
+    x = torch.randn(3, 5, in_features * tau * g)
+    assert fused_linear_norm_act(unit.linear, unit.norm, unit.activation, x) is not None
+    assert_same_run(run(lambda u, v: u(v), unit, x), run(token_unit_modules, plain, x))
+
+
+@pytest.mark.parametrize("src_width", [6, 24, 48])
+def test_replicated_norm_act_gradcheck_and_formula(src_width):
+    """The kernel against LayerNorm of the widened rows written out, shortcut repeated (6), identity (24) or
+    averaged over groups of two (48), in float64; gradcheck of every input."""
+    ext = fused._native(torch.zeros(1, dtype=torch.double), kernel="replicated_norm_act", fallback="-")
+    assert ext is not None, "the native kernel did not build"
+    torch.manual_seed(0)
+    leaf = lambda *shape: torch.randn(*shape, dtype=torch.double, requires_grad=True)  # noqa: E731
+    u, src = leaf(5, 6), leaf(5, src_width)
+    bias, weight, shift, out_shift = leaf(24), leaf(24), leaf(24), leaf(24)
+    slope = torch.rand(24, dtype=torch.double, requires_grad=True)
+
+    def op(*tensors):
+        return fused._ReplicatedNormAct.apply(*tensors, 1e-5, ext)
+
+    inputs = (u, bias, weight, shift, src, slope, out_shift)
+    assert torch.autograd.gradcheck(op, inputs)
+    assert torch.autograd.gradcheck(op, (u, None, None, shift, src, None, None))
+    a = F.layer_norm(u.repeat(1, 4) + bias, (24,), weight, None, 1e-5) + shift + feature_shortcut(src, 24)
+    torch.testing.assert_close(op(*inputs), F.prelu(a, slope) + out_shift)
+
+
+def test_token_modules_run_where_the_fused_path_would_differ():
+    """tau = g = 1 (bit-exact baseline), a hook, nn.PReLU (its channel is dim 1), another norm, autocast, a wrong
+    width and ESBNN_FUSED_KERNEL=torch: the unit's modules run."""
+    x = torch.randn(2, 3, 16)
+    assert fused_linear_norm_act(BinaryLinearUnit(16, 16).linear, nn.LayerNorm(16), nn.Identity(), x) is None
+    unit = BinaryLinearUnit(8, 8, expand_ratio=2)
+    seen = []
+    handle = unit.norm.register_forward_hook(lambda m, a, out: seen.append(out))
+    unit(x)
+    handle.remove()
+    assert len(seen) == 1
+    assert fused_linear_norm_act(unit.linear, unit.norm, nn.PReLU(32), x) is None
+    assert fused_linear_norm_act(unit.linear, nn.BatchNorm1d(32), unit.activation, x) is None
+    assert fused_linear_norm_act(unit.linear, unit.norm, unit.activation, x[..., :8]) is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fused_linear_norm_act(unit.linear, unit.norm, unit.activation, x) is None
+    assert fused_linear_norm_act(unit.linear, unit.norm, unit.activation, x) is not None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(fused.ENV_KERNEL, "torch")
+        assert fused_linear_norm_act(unit.linear, unit.norm, unit.activation, x) is None
+
+
+def test_es_ffn_takes_the_token_epilogue_and_matches_its_modules(monkeypatch):
+    """The whole ES FFN (both units, threshold spread) with the one-pass epilogue and with the modules."""
+    torch.manual_seed(0)
+    ffn = perturb_per_channel(ESFFN(16, 64, expand_ratio=2, threshold_spread=1.0))
+    plain = copy.deepcopy(ffn)
+    x = torch.randn(2, 7, 16)
+    fast = forward_backward(ffn, ffn, x)
+    monkeypatch.setenv(fused.ENV_KERNEL, "torch")
+    assert_same_run(fast, forward_backward(plain, plain, x))

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ..ops import BinaryMatMul, ESBinaryLinear, LearnableBias, expand, reduce
 from ..ops.binarizers import BinarizerCfg
+from ..ops.fused import fused_linear_norm_act
 from ..ops.stream import REDUCE_MODES
 from .base import NormLayer, apply_threshold_spread, build_in
 from .resnet import build_block_activation
@@ -74,7 +75,8 @@ class BinaryLinearUnit(nn.Module):
     """BinaryViT's unit: binary linear -> norm -> + :func:`feature_shortcut` -> activation.
 
     ``in_features``/``out_features`` are nominal; with ``expand_ratio``/``es_groups`` the linear is an ES
-    linear and the unit reads and writes the widened stream (``* tau * g`` features).
+    linear and the unit reads and writes the widened stream (``* tau * g`` features), through the one-pass
+    epilogue of :func:`~esbnn_plugins.ops.fused.fused_linear_norm_act` where it applies.
     """
 
     def __init__(self, in_features: int, out_features: int, expand_ratio: int = 1, es_groups: int = 1, *,
@@ -87,6 +89,9 @@ class BinaryLinearUnit(nn.Module):
         self.activation = build_token_activation(activation, self.linear.out_width)
 
     def forward(self, x: Tensor) -> Tensor:
+        fused = fused_linear_norm_act(self.linear, self.norm, self.activation, x)
+        if fused is not None:
+            return fused
         out = self.norm(self.linear(x))
         return self.activation(out + feature_shortcut(x, out.shape[-1]))
 

@@ -10,6 +10,11 @@ widened tensor forward and backward. On CPU that op is one pass forward and one 
 ``ESBNN_FUSED_KERNEL=torch``, a few PyTorch ops compute the same. :func:`fused_conv_bn_act` is the fast path a block takes for
 ``act(bn(conv(x)) + residual)`` when the pieces are the plain modules it knows, else it returns ``None``
 and the block runs its modules as written; ``tau = g = 1`` always takes the modules (bit-exact baseline).
+
+On tokens, :func:`fused_linear_norm_act` is the same idea for BinaryViT's unit after an ES linear (METHOD.md
+section 4): LayerNorm, shortcut and RPReLU at the widened width in one pass per token of a C++ kernel
+(``csrc/replicated_norm_act.cpp``); the LayerNorm statistics are taken over the widened row, bias included, so
+it is the unit's computation to float rounding. Where that kernel does not serve, the unit runs its modules.
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ from .es_layers import ESConv2d, ESLinear
 from .native import load_extension
 
 ENV_KERNEL = "ESBNN_FUSED_KERNEL"
-"""``native`` (default: the one-pass C++ kernel on CPU where it builds) or ``torch`` (the PyTorch ops)."""
+"""``native`` (default: the one-pass C++ kernels on CPU where they build) or ``torch`` (the PyTorch ops; for
+:func:`fused_linear_norm_act`, the unit's modules)."""
 _CSRC = Path(__file__).resolve().parent / "csrc"
 
 _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
@@ -104,17 +110,17 @@ class _ReplicatedAffineAct(torch.autograd.Function):
                 grad_skip)
 
 
-def _native(*tensors: Optional[Tensor]):
-    """The one-pass native kernel (``csrc/replicated_affine_act.cpp``) if it serves these tensors (CPU, one
-    floating dtype, built here, not switched off by ``ESBNN_FUSED_KERNEL=torch``, not traced by
-    ``torch.compile``, which fuses the PyTorch ops itself), else ``None``."""
+def _native(*tensors: Optional[Tensor], kernel: str = "replicated_affine_act",
+            fallback: str = f"the PyTorch ops for the fused ES epilogue ({ENV_KERNEL}=torch)"):
+    """The one-pass native ``kernel`` (``csrc/<kernel>.cpp``) if it serves these tensors (CPU, one floating
+    dtype, built here, not switched off by ``ESBNN_FUSED_KERNEL=torch``, not traced by ``torch.compile``, which
+    fuses the PyTorch ops itself), else ``None``."""
     present = [t for t in tensors if t is not None]
     if (os.environ.get(ENV_KERNEL, "native") == "torch" or torch.compiler.is_compiling()
             or any(t.device.type != "cpu" for t in present)
             or len({t.dtype for t in present}) != 1 or present[0].dtype not in (torch.float32, torch.float64)):
         return None
-    return load_extension("esbnn_replicated_affine_act", _CSRC / "replicated_affine_act.cpp",
-                          f"the PyTorch ops for the fused ES epilogue ({ENV_KERNEL}=torch)")
+    return load_extension(f"esbnn_{kernel}", _CSRC / f"{kernel}.cpp", fallback)
 
 
 def _native_backward(ctx, grad: Tensor, v: Tensor, scale: Optional[Tensor], shift: Tensor,
@@ -202,14 +208,19 @@ def _plain(module: nn.Module) -> bool:
     return not any(getattr(module, name) for name in _MODULE_HOOKS)
 
 
+def _plain_call(layer: nn.Module, x: Tensor, modules: Tuple[nn.Module, ...]) -> bool:
+    """``layer`` replicates (not ``tau = g = 1``, which keeps the modules bit-exact), autocast is off and no hook
+    is registered on ``layer``, the ``modules`` or globally (the analysis tools read module outputs)."""
+    return (layer.replicas > 1 and not torch.is_autocast_enabled(x.device.type)
+            and all(_plain(m) for m in (layer,) + modules) and not any(getattr(_module, h) for h in _GLOBAL_HOOKS))
+
+
 def fusable(layer: nn.Module, x: Tensor, *modules: nn.Module) -> bool:
     """Whether a fused path computes what ``layer`` and the ``modules`` after it compute: ``layer`` is an
     :class:`ESConv2d` on a batched 4-D input or an :class:`ESLinear` on ``(N, C)`` rows (not a deployed packed
-    layer) that replicates (not ``tau = g = 1``, which keeps the modules bit-exact), autocast is off and no hook
-    is registered on them or globally (the analysis tools read module outputs)."""
+    layer) and :func:`_plain_call` holds."""
     shaped = (isinstance(layer, ESConv2d) and x.dim() == 4) or (isinstance(layer, ESLinear) and x.dim() == 2)
-    return (shaped and layer.replicas > 1 and not torch.is_autocast_enabled(x.device.type)
-            and all(_plain(m) for m in (layer,) + modules) and not any(getattr(_module, h) for h in _GLOBAL_HOOKS))
+    return shaped and _plain_call(layer, x, modules)
 
 
 def unique_channels(layer: Union[ESConv2d, ESLinear], x: Tensor) -> Tensor:
@@ -244,3 +255,52 @@ def fused_conv_bn_act(conv: Union[ESConv2d, ESLinear], bn: nn.Module, act: Optio
         residual = None if residual is None else residual[:, :, None, None]
         return replicated_affine_act(v, scale, shift, residual, slope, out_shift).flatten(1)
     return replicated_affine_act(v, scale, shift, residual, slope, out_shift)
+
+
+class _ReplicatedNormAct(torch.autograd.Function):
+    """``prelu(layer_norm(repeat(u) + bias) * weight + shift + shortcut(src), slope) + out_shift`` on token rows
+    by the native kernel ``ext`` (``csrc/replicated_norm_act.cpp``, where the shortcut rule is stated)."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, bias: Optional[Tensor], weight: Optional[Tensor], shift: Tensor, src: Tensor,
+                slope: Optional[Tensor], out_shift: Optional[Tensor], eps: float, ext) -> Tensor:
+        out, mean, rstd = ext.forward(u, bias, weight, shift, src, slope, out_shift, eps)
+        ctx.save_for_backward(u, mean, rstd, bias, weight, shift, src, slope)
+        ctx.eps, ctx.ext = eps, ext
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        u, mean, rstd, bias, weight, shift, src, slope = ctx.saved_tensors
+        grad_u, grad_src, sums = ctx.ext.backward(grad.contiguous(), u, mean, rstd, bias, weight, shift, src, slope,
+                                                  ctx.eps)
+        grads = (grad_u, sums[0], sums[1], sums[2], grad_src, sums[3], sums[4])
+        return tuple(g if needed else None for g, needed in zip(grads, ctx.needs_input_grad)) + (None, None)
+
+
+def fused_linear_norm_act(linear: ESLinear, norm: nn.Module, act: nn.Module, x: Tensor) -> Optional[Tensor]:
+    """``act(norm(linear(x)) + shortcut(x))`` for tokens ``x`` (``(..., in_width)``), BinaryViT's unit after an
+    ES linear with its parameter-free shortcut (``x`` itself, ``x`` repeated, or the mean of groups of adjacent
+    features), through the native kernel of :class:`_ReplicatedNormAct`; ``None`` where that is not the same
+    computation or the kernel does not serve: not :func:`_plain_call`, ``norm`` is not exactly an
+    ``nn.LayerNorm`` over the widened features, ``act`` is not ``RPReLU`` or ``nn.Identity``, the widths are not
+    multiples of each other, or no native kernel (not CPU float32/float64, not built, ``torch.compile``)."""
+    width = linear.out_width
+    if (not isinstance(linear, ESLinear) or x.dim() < 2 or x.shape[-1] != linear.in_width
+            or type(norm) is not nn.LayerNorm or tuple(norm.normalized_shape) != (width,)
+            or type(act) not in (RPReLU, nn.Identity) or not _plain_call(linear, x, (norm, act))
+            or (width % x.shape[-1] and x.shape[-1] % width)):
+        return None
+    slope = out_shift = None
+    shift = norm.bias if norm.bias is not None else x.new_zeros(width)
+    if isinstance(act, RPReLU):
+        shift = shift + act.shift_in.bias
+        slope, out_shift = act.slope, act.shift_out.bias
+    ext = _native(x, linear.weight, linear.bias, norm.weight, shift, slope, out_shift, kernel="replicated_norm_act",
+                  fallback="the unit's modules for the ES token epilogue")
+    if ext is None:
+        return None
+    rows = x.reshape(-1, x.shape[-1]).contiguous()
+    unique = linear.linear(linear._input(rows), linear._weight())
+    out = _ReplicatedNormAct.apply(unique, linear.bias, norm.weight, shift, rows, slope, out_shift, norm.eps, ext)
+    return out.view(*x.shape[:-1], width)
