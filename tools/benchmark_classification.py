@@ -356,7 +356,10 @@ def fashion_vit_report(args: argparse.Namespace, parser: argparse.ArgumentParser
         "mean and standard deviation over seeds; val top-1: last epoch. BOPs include the attention matmuls "
         "(`Q K^T`, `P V`), also shown alone; OPs = BOPs/64 + FLOPs. Step ratio (runs): the runner's mean "
         f"iteration time; (timed): best of {args.timing_rounds} rounds of {args.timing_iters} train steps, "
-        "variants alternated in one process. Targets: OPs ratio <= 1.02, step ratio <= 1.3.\n\n"
+        "variants alternated in one process. The ES FFN units run their one-pass token epilogue "
+        "(`esbnn_plugins.ops.fused.fused_linear_norm_act`: LayerNorm of the widened rows, shortcut and RPReLU in one "
+        "C++ pass per token), the baseline its modules as written (bit-exact BinaryViT). Targets: OPs ratio <= "
+        "1.02, step ratio <= 1.3.\n\n"
         f"{format_table(VIT_HEADERS, rows, markdown=True)}\n\n![validation accuracy]({curves_png.name})\n")
 
 
