@@ -40,6 +40,8 @@ def test_profile_tool(tmp_path):
     text = (tmp_path / "speed.md").read_text()
     assert "ResNet-20, 8x8x1, batch 2, 1 thread(s), median of 1 interleaved rounds" in text
     assert "| total (profiled) |" in text and "Saved for backward (MiB)" in text
+    parts = [line for line in text.splitlines() if line.startswith(("| convolutions |", "| everything else |"))]
+    assert len(parts) == 4  # before and now, each split in two
 
 
 def test_benchmark_sr_timing_only_trains_nothing_and_writes_nothing(tmp_path):

@@ -112,6 +112,17 @@ def self_cpu_per_op(steps: Dict[str, Step]) -> Dict[str, Dict[str, float]]:
     return per_op
 
 
+CONVOLUTION_OPS = ("aten::convolution_backward", "aten::mkldnn_convolution")
+"""oneDNN's convolutions, forward and backward: at equal OPs the same arithmetic in every variant."""
+
+
+def by_part(ops: Dict[str, float]) -> Dict[str, float]:
+    """Self CPU ms of one step split into the convolutions and everything else (under ``torch.compile``: the
+    generated kernels, which move the stream, ``tau*g`` times wider in ES)."""
+    convolutions = sum(ms for op, ms in ops.items() if op in CONVOLUTION_OPS)
+    return {"convolutions": convolutions, "everything else": sum(ops.values()) - convolutions}
+
+
 def op_table(per_op: Dict[str, Dict[str, float]], top: int) -> Tuple[List[str], List[list]]:
     labels = list(per_op)
     base, widest = per_op[labels[0]], per_op[labels[-1]]
@@ -155,7 +166,7 @@ def main() -> None:
     wall = interleaved_medians(steps, args.steps)
     saved = {label: saved_for_backward_mb(model, x) for label, model in networks["now"].items()}
     per_op = {name: self_cpu_per_op({label: steps[name, label] for label in networks[name]})
-              for name in implementations if name != "now, compiled"}
+              for name in implementations}
     load = max(load, os.getloadavg()[0])
 
     labels = list(networks["now"])
@@ -167,10 +178,13 @@ def main() -> None:
     memory_rows = [[label, saved[label], saved[label] / saved[labels[0]]] for label in labels]
     title = (f"ResNet-{args.depth}, {size}x{size}x{args.in_channels}, batch {args.batch}, {args.threads} thread(s), "
              f"median of {args.steps} interleaved rounds")
-    tables = [(name, *op_table(ops, args.top)) for name, ops in per_op.items()]
+    # compiled steps list generated kernels by graph hash: only their split into convolutions and the rest
+    tables = [(name, *op_table(ops, args.top)) for name, ops in per_op.items() if name != "now, compiled"]
+    parts = [(name, *op_table({label: by_part(op_ms) for label, op_ms in ops.items()}, 2))
+             for name, ops in per_op.items()]
     print(f"\n{title} (load average up to {load:.1f})\n{format_table(step_headers, step_rows)}\n\n"
           f"{format_table(memory_headers, memory_rows)}")
-    for name, headers, rows in tables:
+    for name, headers, rows in tables + parts:
         print(f"\n{name}:\n{format_table(headers, rows)}")
     if args.out:
         body = (f"## {title}\n\nWritten by `tools/profile_es.py` on {time.strftime('%Y-%m-%d')}, load average up "
@@ -183,6 +197,10 @@ def main() -> None:
         for name, headers, rows in tables:
             body += (f"\nSelf CPU time per op of one profiled step (`torch.profiler`), {name}; the ops that take "
                      f"the most time in the widest variant first:\n\n{format_table(headers, rows, markdown=True)}\n")
+        for name, headers, rows in parts:
+            body += (f"\nThe same profile, {name}, split into oneDNN's convolutions (forward and backward; at equal "
+                     f"OPs the same arithmetic in every variant) and everything else (the per-channel work on the "
+                     f"stream, `tau*g` times wider in ES):\n\n{format_table(headers, rows, markdown=True)}\n")
         key = f"resnet{args.depth}-{size}x{size}x{args.in_channels}-batch{args.batch}-threads{args.threads}"
         write_section(args.out, key, body, title="What ES costs in training time and memory")
         print(f"wrote {args.out}")
