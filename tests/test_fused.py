@@ -299,3 +299,18 @@ def test_es_ffn_takes_the_token_epilogue_and_matches_its_modules(monkeypatch):
     fast = forward_backward(ffn, ffn, x)
     monkeypatch.setenv(fused.ENV_KERNEL, "torch")
     assert_same_run(fast, forward_backward(plain, plain, x))
+
+
+def test_token_epilogue_with_two_threads_matches_the_modules():
+    """Several blocks of tokens per thread: the per-thread parameter-gradient sums add up to the modules'
+    (float64: the sums over 600 tokens cancel, which float32 rounding would blur)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        unit = perturb_per_channel(BinaryLinearUnit(8, 32, 2)).double()
+        plain = copy.deepcopy(unit)
+        x = torch.randn(4, 150, 16, dtype=torch.double)  # 600 tokens: several blocks of 64 per thread
+        assert_same_run(run(lambda u, v: u(v), unit, x), run(token_unit_modules, plain, x))
+    finally:
+        torch.set_num_threads(threads)
