@@ -120,7 +120,7 @@ def _native(*tensors: Optional[Tensor], kernel: str = "replicated_affine_act",
             or any(t.device.type != "cpu" for t in present)
             or len({t.dtype for t in present}) != 1 or present[0].dtype not in (torch.float32, torch.float64)):
         return None
-    return load_extension(f"esbnn_{kernel}", _CSRC / f"{kernel}.cpp", fallback)
+    return load_extension(f"esbnn_{kernel}", _CSRC / f"{kernel}.cpp", fallback, headers=[_CSRC / "fused_common.h"])
 
 
 def _native_backward(ctx, grad: Tensor, v: Tensor, scale: Optional[Tensor], shift: Tensor,

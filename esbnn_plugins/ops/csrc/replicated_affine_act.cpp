@@ -9,10 +9,14 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include "fused_common.h"
+
 #include <cstdint>
 #include <vector>
 
 namespace {
+
+using esbnn::data_or_null;
 
 // Everything a task needs; per-channel parameters are read at [n * row + c] (row 0: per channel, C: per sample).
 template <typename T>
@@ -129,24 +133,12 @@ inline __attribute__((always_inline)) void backward_range(const Args<T>& a, int6
   else backward_tasks<T, false, false>(a, begin, end);
 }
 
-// float32, the training dtype, is compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time
-// (GCC function multiversioning); float64 (gradcheck) once.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define ESBNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ESBNN_CLONES
-#endif
 ESBNN_CLONES void forward_range_f32(const Args<float>& a, int64_t begin, int64_t end) { forward_range(a, begin, end); }
 ESBNN_CLONES void backward_range_f32(const Args<float>& a, int64_t begin, int64_t end) { backward_range(a, begin, end); }
 void forward_range_any(const Args<float>& a, int64_t begin, int64_t end) { forward_range_f32(a, begin, end); }
 void forward_range_any(const Args<double>& a, int64_t begin, int64_t end) { forward_range(a, begin, end); }
 void backward_range_any(const Args<float>& a, int64_t begin, int64_t end) { backward_range_f32(a, begin, end); }
 void backward_range_any(const Args<double>& a, int64_t begin, int64_t end) { backward_range(a, begin, end); }
-
-template <typename T>
-const T* data_or_null(const c10::optional<torch::Tensor>& t) {
-  return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
-}
 
 int64_t row_of(const c10::optional<torch::Tensor>& t) {
   return t.has_value() && t->defined() && t->dim() == 2 ? t->size(1) : 0;

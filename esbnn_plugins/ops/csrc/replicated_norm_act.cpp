@@ -15,12 +15,16 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include "fused_common.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
 namespace {
+
+using esbnn::data_or_null;
 
 template <typename T>
 struct Args {
@@ -188,12 +192,6 @@ inline __attribute__((always_inline)) void backward_range(const Args<T>& a, int6
   else backward_rows<T, false, false>(a, begin, end, sums);
 }
 
-// float32 is compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time; float64 (gradcheck) once.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define ESBNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ESBNN_CLONES
-#endif
 ESBNN_CLONES void forward_f32(const Args<float>& a, int64_t begin, int64_t end) { forward_range(a, begin, end); }
 ESBNN_CLONES void backward_f32(const Args<float>& a, int64_t begin, int64_t end, float* sums) {
   backward_range(a, begin, end, sums);
@@ -203,11 +201,6 @@ void forward_any(const Args<double>& a, int64_t begin, int64_t end) { forward_ra
 void backward_any(const Args<float>& a, int64_t begin, int64_t end, float* sums) { backward_f32(a, begin, end, sums); }
 void backward_any(const Args<double>& a, int64_t begin, int64_t end, double* sums) {
   backward_range(a, begin, end, sums);
-}
-
-template <typename T>
-const T* data_or_null(const c10::optional<torch::Tensor>& t) {
-  return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
 }
 
 template <typename T>
