@@ -282,6 +282,7 @@ def test_token_modules_run_where_the_fused_path_would_differ():
     assert fused_linear_norm_act(unit.linear, unit.norm, nn.PReLU(32), x) is None
     assert fused_linear_norm_act(unit.linear, nn.BatchNorm1d(32), unit.activation, x) is None
     assert fused_linear_norm_act(unit.linear, unit.norm, unit.activation, x[..., :8]) is None
+    assert fused_linear_norm_act(nn.Linear(16, 32), unit.norm, unit.activation, x) is None  # e.g. a packed layer
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert fused_linear_norm_act(unit.linear, unit.norm, unit.activation, x) is None
     assert fused_linear_norm_act(unit.linear, unit.norm, unit.activation, x) is not None

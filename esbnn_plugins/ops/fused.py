@@ -285,9 +285,10 @@ def fused_linear_norm_act(linear: ESLinear, norm: nn.Module, act: nn.Module, x: 
     computation or the kernel does not serve: not :func:`_plain_call`, ``norm`` is not exactly an
     ``nn.LayerNorm`` over the widened features, ``act`` is not ``RPReLU`` or ``nn.Identity``, the widths are not
     multiples of each other, or no native kernel (not CPU float32/float64, not built, ``torch.compile``)."""
+    if not isinstance(linear, ESLinear) or x.dim() < 2 or x.shape[-1] != linear.in_width:
+        return None
     width = linear.out_width
-    if (not isinstance(linear, ESLinear) or x.dim() < 2 or x.shape[-1] != linear.in_width
-            or type(norm) is not nn.LayerNorm or tuple(norm.normalized_shape) != (width,)
+    if (type(norm) is not nn.LayerNorm or tuple(norm.normalized_shape) != (width,)
             or type(act) not in (RPReLU, nn.Identity) or not _plain_call(linear, x, (norm, act))
             or (width % x.shape[-1] and x.shape[-1] % width)):
         return None
@@ -301,6 +302,6 @@ def fused_linear_norm_act(linear: ESLinear, norm: nn.Module, act: nn.Module, x: 
     if ext is None:
         return None
     rows = x.reshape(-1, x.shape[-1]).contiguous()
-    unique = linear.linear(linear._input(rows), linear._weight())
+    unique = linear.linear(linear._input(rows), linear._weight()).contiguous()
     out = _ReplicatedNormAct.apply(unique, linear.bias, norm.weight, shift, rows, slope, out_shift, norm.eps, ext)
     return out.view(*x.shape[:-1], width)
