@@ -285,12 +285,17 @@ def test_benchmark_fashion_vit_section(tmp_path):
     tool.main(["--data", "fashion-vit", "--data-root", str(tmp_path / "data"), "--train-subset", "20",
                "--val-per-class", "1", "--epochs", "1", "--seeds", "0", "--variants", "1", "2", "--batch-size", "8",
                "--num-workers", "0", "--timing-iters", "1", "--timing-rounds", "1", "--work-dir", str(tmp_path / "wd"),
-               "--out", str(out)])
+               "--threshold-spread", "1", "--out", str(out)])
     text = out.read_text()
     assert "| baseline | one step | 90.0 |" in text and "<!-- benchmark:fashion-vit -->" in text
     rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| ES tau=2") or
             line.startswith("| baseline |") and "one step" not in line]
-    assert len(rows) == 2 and float(rows[1][7]) == 1.0  # OPs ratio of ES to baseline
+    assert [row[0].strip() for row in rows] == ["baseline", "ES tau=2", "ES tau=2, spread thresholds"]
+    assert float(rows[1][7]) == float(rows[2][7]) == 1.0  # OPs ratio of ES to baseline
+    assert (tmp_path / "wd" / "fashion-vit" / "seed0" / "tau2_g1_spread1" / "result.json").is_file()
+    assert "start 1 x normal quantiles apart" in text
+    with pytest.raises(SystemExit):  # fashion-vit only
+        tool.main(["--data", "fashion", "--threshold-spread", "1"])
     assert (out.parent / "classification_fashion-vit_curves.png").is_file()
 
 

@@ -17,7 +17,8 @@ sections of the other data sets.
 
     python tools/benchmark_classification.py [--epochs 8] [--seeds 0 1 2] [--cifar10 data/cifar10] [--out FILE.md]
     python tools/benchmark_classification.py --data fashion --train-subset 10000 --epochs 8 --two-step [--out FILE.md]
-    python tools/benchmark_classification.py --data fashion-vit --variants 1 2 --train-subset 10000 --epochs 8
+    python tools/benchmark_classification.py --data fashion-vit --variants 1 2 --train-subset 10000 --epochs 8 \
+        [--threshold-spread 1.0]
 """
 from __future__ import annotations
 
@@ -292,8 +293,20 @@ VIT_HEADERS = ["Network", "Test top-1 (%)", "Std", "Val top-1 (%)", "BOPs", "Att
                "Bin params", "FP params", "Step ratio (runs)", "Step ratio (timed)"]
 
 
-def vit_step_times(variants: Sequence[Tuple[int, int]], batch_size: int, iters: int, rounds: int) -> Dict[tuple, float]:
-    """Best train-step time of the Fashion-MNIST ViT classifier per ``(tau, g)``, timed alternately in this process."""
+def vit_variants(args: argparse.Namespace) -> List[Tuple[str, dict, str]]:
+    """``(label, backbone overrides, work-dir name)`` of each ViT trained: the ``--variants``, then, with
+    ``--threshold-spread``, each ES variant again with its FFN copies' RSign thresholds started apart."""
+    entries = [(variant_label(t, g), dict(expand_ratio=t, es_groups=g), f"tau{t}_g{g}") for t, g in args.variants]
+    spread = args.threshold_spread
+    if spread is not None:
+        entries += [(f"{variant_label(t, g)}, spread thresholds", dict(expand_ratio=t, es_groups=g, threshold_spread=spread),
+                     f"tau{t}_g{g}_spread{spread:g}") for t, g in args.variants if t * g > 1]
+    return entries
+
+
+def vit_step_times(variants: Sequence[Tuple[str, dict]], batch_size: int, iters: int, rounds: int) -> Dict[str, float]:
+    """Best train-step time of the Fashion-MNIST ViT classifier per ``(label, backbone overrides)``, timed
+    alternately in this process."""
     from mmpretrain.registry import MODELS
     from mmpretrain.structures import DataSample
 
@@ -303,15 +316,15 @@ def vit_step_times(variants: Sequence[Tuple[int, int]], batch_size: int, iters: 
     batch = dict(inputs=[torch.randint(0, 256, (1, 28, 28), generator=g, dtype=torch.uint8) for _ in range(batch_size)],
                  data_samples=[DataSample().set_gt_label(i % 10) for i in range(batch_size)])
     models = {}
-    for tau, es_groups in variants:
+    for label, overrides in variants:
         torch.manual_seed(0)
-        models[tau, es_groups] = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor, backbone=dict(
-            cfg.model.backbone, expand_ratio=tau, es_groups=es_groups)))
-    times: Dict[tuple, List[float]] = {v: [] for v in models}
+        models[label] = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor,
+                                          backbone=dict(cfg.model.backbone, **overrides)))
+    times: Dict[str, List[float]] = {label: [] for label in models}
     for _ in range(rounds):  # alternate so every variant sees the same machine state
-        for variant, model in models.items():
-            times[variant].append(step_time(model, batch, cfg.optim_wrapper, iters))
-    return {variant: min(values) for variant, values in times.items()}
+        for label, model in models.items():
+            times[label].append(step_time(model, batch, cfg.optim_wrapper, iters))
+    return {label: min(values) for label, values in times.items()}
 
 
 def fashion_vit_report(args: argparse.Namespace, parser: argparse.ArgumentParser, out: Path) -> str:
@@ -320,31 +333,36 @@ def fashion_vit_report(args: argparse.Namespace, parser: argparse.ArgumentParser
 
     options, train_size = fashion_options(args, parser)
     epochs = args.epochs or Config.fromfile(str(FASHION_VIT)).train_cfg.max_epochs
-    results: Dict[tuple, List[dict]] = {}
+    variants = vit_variants(args)
+    results: Dict[str, List[dict]] = {}
     for seed in args.seeds:
-        for tau, g in args.variants:
-            work_dir = args.work_dir / "fashion-vit" / f"seed{seed}" / f"tau{tau}_g{g}"
-            results.setdefault((tau, g), []).append(train_variant(
-                FASHION_VIT, seed, epochs, work_dir, dict(expand_ratio=tau, es_groups=g), options, test=True))
-    timed = vit_step_times(args.variants, args.batch_size, args.timing_iters, args.timing_rounds)
+        for label, overrides, name in variants:
+            work_dir = args.work_dir / "fashion-vit" / f"seed{seed}" / name
+            results.setdefault(label, []).append(train_variant(FASHION_VIT, seed, epochs, work_dir, overrides, options,
+                                                               test=True))
+    timed = vit_step_times([(label, overrides) for label, overrides, _ in variants], args.batch_size,
+                           args.timing_iters, args.timing_rounds)
     init_default_scope("mmpretrain")
     cfg = Config.fromfile(str(FASHION_VIT))
-    reports = {v: complexity(MODELS.build(dict(cfg.model, backbone=dict(cfg.model.backbone, expand_ratio=v[0],
-                                                                        es_groups=v[1]))), torch.zeros(1, 1, 28, 28))
-               for v in args.variants}
-    base = args.variants[0]
+    reports = {label: complexity(MODELS.build(dict(cfg.model, backbone=dict(cfg.model.backbone, **overrides))),
+                                 torch.zeros(1, 1, 28, 28))
+               for label, overrides, _ in variants}
+    base = variants[0][0]
     base_step = statistics.mean(r["step_time"] for r in results[base])
     rows, curves = [], {}
-    for variant, runs in results.items():
-        report, tests = reports[variant], [r["test_accuracy"] for r in runs]
-        rows.append([variant_label(*variant), statistics.mean(tests), statistics.stdev(tests) if len(tests) > 1 else 0.0,
+    for label, runs in results.items():
+        report, tests = reports[label], [r["test_accuracy"] for r in runs]
+        rows.append([label, statistics.mean(tests), statistics.stdev(tests) if len(tests) > 1 else 0.0,
                      statistics.mean(r["accuracy"][-1] for r in runs), report.bops, report.matmul_bops, report.flops,
                      report.ops / reports[base].ops, report.binary_params, report.fp_params,
-                     statistics.mean(r["step_time"] for r in runs) / base_step, timed[variant] / timed[base]])
-        curves[("Fashion-MNIST ViT", variant_label(*variant))] = [r["accuracy"] for r in runs]
+                     statistics.mean(r["step_time"] for r in runs) / base_step, timed[label] / timed[base]])
+        curves[("Fashion-MNIST ViT", label)] = [r["accuracy"] for r in runs]
     print("\n" + format_table(VIT_HEADERS, rows))
     curves_png = out.with_name(out.stem + "_fashion-vit_curves.png")
     plot_curves(curves, curves_png)
+    spread = ("" if args.threshold_spread is None else
+              f" Spread thresholds: the ES FFN copies' RSign thresholds start {args.threshold_spread:g} x normal "
+              "quantiles apart (`threshold_spread`, ours, as in the ResNet-20 Fashion-MNIST configs).")
     return (
         "## Fashion-MNIST: baseline vs ES binary ViT (ES FFN) at equal OPs\n\n"
         f"Written by `tools/benchmark_classification.py --data fashion-vit` on {time.strftime('%Y-%m-%d')} "
@@ -358,8 +376,8 @@ def fashion_vit_report(args: argparse.Namespace, parser: argparse.ArgumentParser
         f"iteration time; (timed): best of {args.timing_rounds} rounds of {args.timing_iters} train steps, "
         "variants alternated in one process. The ES FFN units run their one-pass token epilogue "
         "(`esbnn_plugins.ops.fused.fused_linear_norm_act`: LayerNorm of the widened rows, shortcut and RPReLU in one "
-        "C++ pass per token), the baseline its modules as written (bit-exact BinaryViT). Targets: OPs ratio <= "
-        "1.02, step ratio <= 1.3.\n\n"
+        "C++ pass per token), the baseline its modules as written (bit-exact BinaryViT)." + spread +
+        " Targets: OPs ratio <= 1.02, step ratio <= 1.3.\n\n"
         f"{format_table(VIT_HEADERS, rows, markdown=True)}\n\n![validation accuracy]({curves_png.name})\n")
 
 
@@ -440,6 +458,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help="fashion: validation images per class held out from train (default: %(default)s)")
     parser.add_argument("--batch-size", type=positive_int, default=128, help="fashion: batch size (default: %(default)s)")
     parser.add_argument("--two-step", action="store_true", help="fashion: add the two-step + KD recipe")
+    parser.add_argument("--threshold-spread", type=float, metavar="S",
+                        help="fashion-vit: add each ES variant again with its FFN copies' RSign thresholds started "
+                             "S x normal quantiles apart (ESFFN threshold_spread)")
     parser.add_argument("--num-workers", type=int, choices=range(0, 65), metavar="N",
                         help="fashion: data loading worker processes per loader (default: the config's)")
     parser.add_argument("--timing-batch", type=int, default=8, help="ResNet-18 224x224 timing batch size")
@@ -451,6 +472,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--out", type=Path, help="write the report (Markdown, plots beside it) to this file "
                         "instead, e.g. docs/results/classification.md; other datasets' sections are kept")
     args = parser.parse_args(argv)
+    if args.threshold_spread is not None and (args.data != "fashion-vit" or not args.threshold_spread > 0):
+        parser.error(f"--threshold-spread {args.threshold_spread:g}: a number > 0, with --data fashion-vit only")
     MMLogger.get_instance("benchmark", log_level="WARNING")
 
     out = args.out or args.work_dir / "classification.md"
