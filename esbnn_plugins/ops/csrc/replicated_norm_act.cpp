@@ -80,6 +80,7 @@ inline void row_stats(const Args<T>& a, const T* __restrict__ pre, T& mean, T& r
   rstd = T(1) / std::sqrt(squares / T(a.C) + T(a.eps));
 }
 
+// The optional weight and slope are template parameters so that the inner loops are straight, vectorisable passes.
 template <typename T, bool WEIGHT, bool SLOPE>
 inline __attribute__((always_inline)) void forward_rows(const Args<T>& a, int64_t begin, int64_t end) {
   std::vector<T> buffer(2 * a.C);
@@ -108,7 +109,6 @@ inline __attribute__((always_inline)) void forward_rows(const Args<T>& a, int64_
   }
 }
 
-// The optional weight and slope are template parameters so that the inner loops are straight, vectorisable passes.
 template <typename T, bool WEIGHT, bool SLOPE>
 inline __attribute__((always_inline)) void backward_rows(const Args<T>& a, int64_t begin, int64_t end, T* sums) {
   std::vector<T> buffer(3 * a.C);
