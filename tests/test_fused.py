@@ -166,18 +166,23 @@ def test_fused_bnext_part_matches_the_modules(tau, g, stride, elm_attention):
         torch.testing.assert_close(buf, ref_buf, rtol=1e-6, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("per_sample", [False, True])
 @pytest.mark.parametrize("scale,residual,slope,out_shift,skip", [
     (True, True, True, True, False), (True, False, False, False, False), (False, True, False, True, True),
     (True, False, True, False, True), (False, False, True, True, False)])
-def test_native_kernel_matches_the_pytorch_ops(monkeypatch, per_sample, scale, residual, slope, out_shift, skip):
-    """float32, every combination the callers use, a residual that is not contiguous and a slope that is an
-    ``expand`` (nn.PReLU's single weight): the C++ kernel and the PyTorch ops agree, forward and backward."""
+def test_native_kernel_matches_the_pytorch_ops(monkeypatch, channels_last, per_sample, scale, residual, slope,
+                                               out_shift, skip):
+    """float32, every combination the callers use, a residual in the other memory format and a slope that is an
+    ``expand`` (nn.PReLU's single weight), NCHW and channels-last ``v`` (the NHWC loops, several pixel blocks per
+    sample): the C++ kernel and the PyTorch ops agree, forward and backward, and the output is in ``v``'s format."""
     torch.manual_seed(0)
     n, k, replicas, h, w = 3, 5, 4, 7, 6
     width, params = k * replicas, (3, k * replicas) if per_sample else (k * replicas,)
-    inputs = [torch.randn(n, k, h, w), torch.randn(width) if scale else None, torch.randn(*params),
-              torch.randn(n, h, w, width).permute(0, 3, 1, 2) if residual else None,
+    fmt, other = ((torch.channels_last, torch.contiguous_format) if channels_last
+                  else (torch.contiguous_format, torch.channels_last))
+    inputs = [torch.randn(n, k, h, w).contiguous(memory_format=fmt), torch.randn(width) if scale else None,
+              torch.randn(*params), torch.randn(n, width, h, w).contiguous(memory_format=other) if residual else None,
               torch.rand(1).expand(*params) if slope else None, torch.randn(*params) if out_shift else None,
               torch.randn(n, width, h, w) if skip else None]
     runs = []
@@ -185,7 +190,8 @@ def test_native_kernel_matches_the_pytorch_ops(monkeypatch, per_sample, scale, r
         monkeypatch.setenv(fused.ENV_KERNEL, name)
         leaves = [None if t is None else t.detach().clone().requires_grad_(True) for t in inputs]
         out = replicated_affine_act(*leaves)
-        out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+        assert out.is_contiguous(memory_format=fmt)
+        out.backward(torch.linspace(-1, 1, out.numel()).view(n, h, w, width).permute(0, 3, 1, 2))
         runs.append((out, [None if t is None else t.grad for t in leaves]))
     (out, grads), (ref, ref_grads) = runs
     torch.testing.assert_close(out, ref)
@@ -214,12 +220,71 @@ def test_without_a_compiler_the_fused_op_runs_the_pytorch_ops_after_one_warning(
     assert torch.equal(first, expected) and torch.equal(second, expected)
 
 
-def test_torch_compile_traces_the_pytorch_ops_not_the_native_kernel(monkeypatch):
-    """Dynamo cannot trace a pybind function (it would break the graph); while compiling, the PyTorch ops run."""
-    x = torch.zeros(1, 2, 3, 3)
-    assert fused._native(x) is not None
-    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    assert fused._native(x) is None
+def test_the_fused_operator_passes_opcheck(kernel):
+    """``esbnn::replicated_affine_act`` and its backward as ``torch.compile`` sees them: schema, fake (shape)
+    functions against the real outputs, the autograd registration and AOT dispatch (``torch.library.opcheck``)."""
+    torch.manual_seed(0)
+    leaf = lambda *shape: torch.randn(*shape, requires_grad=True)  # noqa: E731
+    v, residual, skip = leaf(2, 3, 4, 4), leaf(2, 12, 4, 4), leaf(2, 12, 4, 4)
+    scale, shift, slope, out_shift = leaf(12), leaf(12), leaf(12), leaf(2, 12)
+    op, backward = torch.ops.esbnn.replicated_affine_act.default, torch.ops.esbnn.replicated_affine_act_backward.default
+    nhwc = lambda t: t.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)  # noqa: E731
+    for args in ((v, scale, shift, residual, slope, out_shift, skip), (v, None, shift, None, None, None, None),
+                 (nhwc(v), scale, shift, nhwc(residual), slope, out_shift, skip)):
+        torch.library.opcheck(op, args)
+    grad = torch.randn(2, 12, 4, 4)
+    for args in ((grad, v, scale, shift, residual, slope), (grad, v, None, shift, None, None),
+                 (nhwc(grad), nhwc(v), scale, shift, residual, slope)):
+        torch.library.opcheck(backward, tuple(t if t is None else t.detach() for t in args))
+
+
+def test_torch_compile_keeps_the_fused_operator_whole_on_cpu(kernel):
+    """On CPU the compiled graph calls the fused operator (the native kernel at run time) and computes what the
+    modules compute, forward and backward, in one graph; with ``ESBNN_FUSED_KERNEL=torch`` it traces the PyTorch
+    ops instead, for the compiler to fuse."""
+    from torch._dynamo.backends.registry import lookup_backend
+
+    torch.manual_seed(0)
+    unit = perturbed_unit(8, 16, 2, 2, 1)
+    plain = copy.deepcopy(unit)
+    targets = set()
+
+    def recording(gm, example_inputs):
+        targets.update(str(node.target) for node in gm.graph.nodes)
+        return lookup_backend("aot_eager")(gm, example_inputs)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(unit, backend=recording, fullgraph=True)
+    x = torch.randn(3, 16, 6, 6)
+    assert_same_run(run(lambda u, v: compiled(v), unit, x), run(modules_path, plain, x))
+    assert ("esbnn.replicated_affine_act" in targets) == (kernel == "native"), sorted(targets)
+
+
+def test_inductor_hands_the_fused_operator_channels_last_tensors_and_computes_what_eager_does(monkeypatch):
+    """Under ``torch.compile`` (Inductor, convs channels-last) the operator gets channels-last tensors as they
+    are and runs the NHWC loops; the network's output and every gradient are eager's."""
+    formats = []
+    native = fused._native
+
+    def recording(*tensors, **kwargs):
+        if kwargs.get("kernel", "replicated_affine_act") == "replicated_affine_act":
+            formats.append(fused._memory_format(tensors[0]))
+        return native(*tensors, **kwargs)
+
+    monkeypatch.setattr(fused, "_native", recording)
+    torch.manual_seed(0)
+    net = nn.Sequential(ESBinaryUnit(8, 8, 1, 2, 1), ESBinaryUnit(8, 16, 2, 2, 1), ESBinaryUnit(16, 16, 1, 2, 1))
+    plain = copy.deepcopy(net)
+    x = torch.randn(2, 16, 8, 8)
+    torch._dynamo.reset()
+    with torch._inductor.config.patch(force_layout_optimization=True):
+        compiled = torch.compile(net)
+        compiled(x).square().sum().backward()
+    assert torch.channels_last in formats
+    plain(x).square().sum().backward()
+    for (name, param), ref in zip(net.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(param.grad, ref.grad, rtol=1e-4, atol=1e-5, msg=name)
+    torch.testing.assert_close(compiled(x), plain(x), rtol=1e-5, atol=1e-5)
 
 
 def token_unit_modules(unit: BinaryLinearUnit, x: torch.Tensor) -> torch.Tensor:

@@ -111,6 +111,8 @@ def resnet18_timing(tau: int, batch_size: int, iters: int, rounds: int) -> List[
                                           backbone=dict(cfg.model.backbone, expand_ratio=t), neck=cfg.model.neck,
                                           head=cfg.model.head))
             if mode == "torch.compile":
+                # compiled afresh: Inductor's on-disk cache can return a graph built before a change to the fused op
+                torch.compiler.config.force_disable_caches = True
                 models[t].backbone.compile()
         times: Dict[int, List[float]] = {t: [] for t in models}
         for _ in range(rounds):  # alternate so both see the same machine state

@@ -65,7 +65,11 @@ def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, compile
     """A training step (forward, cross-entropy, backward, Adam) of ``model``, run once (warm-up, compilation)."""
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    forward = torch.compile(model) if compiled else model
+    forward = model
+    if compiled:
+        # compiled afresh: Inductor's on-disk cache can return a graph built before a change to the fused operator
+        torch.compiler.config.force_disable_caches = True
+        forward = torch.compile(model)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)

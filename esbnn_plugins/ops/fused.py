@@ -6,10 +6,13 @@ unique channel, so the normalisation runs on the unique channels and only the pe
 residual add and the block's (R)PReLU touch the widened tensor, in one fused autograd op
 (:func:`replicated_affine_act`) instead of repeat, BN, add, shift, PReLU and shift, each a pass over the
 widened tensor forward and backward. On CPU that op is one pass forward and one backward of a C++ kernel
-(``csrc/replicated_affine_act.cpp``, built on first use, :mod:`.native`); elsewhere, or with
-``ESBNN_FUSED_KERNEL=torch``, a few PyTorch ops compute the same. :func:`fused_conv_bn_act` is the fast path a block takes for
-``act(bn(conv(x)) + residual)`` when the pieces are the plain modules it knows, else it returns ``None``
-and the block runs its modules as written; ``tau = g = 1`` always takes the modules (bit-exact baseline).
+(``csrc/replicated_affine_act.cpp``, built on first use, :mod:`.native`), NCHW or channels-last; elsewhere,
+or with ``ESBNN_FUSED_KERNEL=torch``, a few PyTorch ops compute the same. It is the operator
+``esbnn::replicated_affine_act`` (``torch.library``, with its backward and fake functions), so
+``torch.compile`` keeps it whole and calls the kernel with the tensors in the layout it chose.
+:func:`fused_conv_bn_act` is the fast path a block takes for ``act(bn(conv(x)) + residual)`` when the pieces
+are the plain modules it knows, else it returns ``None`` and the block runs its modules as written;
+``tau = g = 1`` always takes the modules (bit-exact baseline).
 
 On tokens, :func:`fused_linear_norm_act` is the same idea for BinaryViT's unit after an ES linear (METHOD.md
 section 4): LayerNorm, shortcut and RPReLU at the widened width in one pass per token of a C++ kernel
@@ -41,104 +44,149 @@ _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_
 _MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
 
-class _ReplicatedAffineAct(torch.autograd.Function):
-    """``out = prelu(repeat(v) * scale + shift + residual, slope) + out_shift + skip``; the replicate is a broadcast.
+def _affine_act_torch(v: Tensor, scale: Optional[Tensor], shift: Tensor, residual: Optional[Tensor],
+                      slope: Optional[Tensor], out_shift: Optional[Tensor], skip: Optional[Tensor]) -> Tensor:
+    """The fused ES epilogue (:func:`replicated_affine_act`) in PyTorch ops."""
+    out = _pre_activation(v, scale, shift, residual)
+    if slope is not None:
+        out = torch._prelu_kernel(out, _channels(slope))
+    if out_shift is not None:
+        out.add_(_channels(out_shift))
+    return out if skip is None else out.add_(skip)
 
-    ``v``: ``(N, K, H, W)``; ``shift``, ``slope``, ``out_shift``: ``(R*K,)`` per channel or ``(N, R*K)`` per
-    sample and channel, widened channel ``r*K + k`` reading unique channel ``k`` (``Tensor.repeat``'s layout);
-    ``scale``: ``(R*K,)``, or ``None`` for 1; ``residual`` is added before the activation, ``skip`` after it.
-    """
 
-    @staticmethod
-    def forward(ctx, v: Tensor, scale: Optional[Tensor], shift: Tensor, residual: Optional[Tensor],
-                slope: Optional[Tensor], out_shift: Optional[Tensor], skip: Optional[Tensor]) -> Tensor:
-        ctx.flags = (residual is not None, 0 if out_shift is None else out_shift.dim(), skip is not None)
-        ext = ctx.native = _native(v, scale, shift, residual, slope, out_shift, skip)
-        if ext is not None:
-            v, scale, shift, residual, slope, out_shift, skip = (
-                None if t is None else t.contiguous() for t in (v, scale, shift, residual, slope, out_shift, skip))
-            ctx.save_for_backward(v, scale, shift, residual, slope)
-            return ext.forward(v, scale, shift, residual, slope, out_shift, skip)
-        out = _pre_activation(v, scale, shift, residual)
-        if slope is not None:
-            out = torch._prelu_kernel(out, _channels(slope))
-        if out_shift is not None:
-            out.add_(_channels(out_shift))
-        if skip is not None:
-            out.add_(skip)
-        # the PReLU input is recomputed in backward: the residual is mostly the block input, which the
-        # binary conv's binarizer keeps anyway, so this holds one widened tensor less
-        ctx.save_for_backward(v, scale, shift, residual, slope)
-        return out
+def _affine_act_grads_torch(grad: Tensor, v: Tensor, scale: Optional[Tensor], shift: Tensor,
+                            residual: Optional[Tensor], slope: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    """What the native backward returns, in PyTorch ops: ``grad_v``, the per-sample sums ``(4, N, C)`` of the
+    gradients of scale, shift, slope and out_shift (zeros for an absent parameter) and the gradient before the
+    activation where there is a residual (else an empty tensor). The PReLU input is recomputed, not saved."""
+    n, k, h, w = v.shape
+    replicas = shift.shape[-1] // k
+    grad = grad.contiguous()
+    sums = grad.new_zeros(4, n, replicas * k)
+    sums[3] = grad.flatten(2).sum(2)
+    scratch = None  # one widened temporary, reused: fresh allocations of large tensors are slow on CPU
+    if slope is not None:  # PReLU backward from cheap elementwise passes (no bool masks, slow on CPU)
+        negative = _pre_activation(v, scale, shift, residual).clamp_(max=0)
+        scratch = torch.mul(grad, negative)
+        sums[2] = scratch.flatten(2).sum(2)
+        grad = negative.sign_().mul_(1 - _channels(slope)).add_(1).mul_(grad)  # d prelu / d a: 1, or slope below 0
+    sums[1] = grad.flatten(2).sum(2)
+    wide = grad.view(n, replicas, k, h, w)
+    if scale is None:
+        grad_v = wide.sum(1)
+    else:
+        product = torch.mul(wide, v.unsqueeze(1), out=None if scratch is None else scratch.view_as(wide))
+        sums[0] = product.view(n, replicas * k, -1).sum(2)
+        per_replica = scale.view(replicas, k, 1, 1)
+        grad_v = wide[:, 0] * per_replica[0]
+        for r in range(1, replicas):
+            grad_v.addcmul_(wide[:, r], per_replica[r])
+    if residual is None:
+        return grad_v, sums, grad.new_empty(0)
+    return grad_v, sums, grad if slope is not None else grad.clone()  # an op's output never aliases its input
 
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        v, scale, shift, residual, slope = ctx.saved_tensors
-        if ctx.native is not None:
-            return _native_backward(ctx, grad, v, scale, shift, residual, slope)
-        has_residual, out_shift_dims, has_skip = ctx.flags
-        n, k, h, w = v.shape
-        replicas = shift.shape[-1] // k
-        grad = grad.contiguous()
-        grad_skip = grad if has_skip else None
-        grad_out_shift = _sum_like(grad, out_shift_dims) if ctx.needs_input_grad[5] else None
-        scratch = None  # one widened temporary, reused: fresh allocations of large tensors are slow on CPU
-        grad_slope = None
-        if slope is not None:  # PReLU backward from cheap elementwise passes (no bool masks, slow on CPU)
-            negative = _pre_activation(v, scale, shift, residual).clamp_(max=0)
-            if ctx.needs_input_grad[4]:
-                scratch = torch.mul(grad, negative)
-                grad_slope = _sum_like(scratch, slope.dim())
-            grad = negative.sign_().mul_(1 - _channels(slope)).add_(1).mul_(grad)  # d prelu / d a: 1, or slope below 0
-        wide = grad.view(n, replicas, k, h, w)
-        grad_shift = _sum_like(grad, shift.dim()) if ctx.needs_input_grad[2] else None
-        grad_scale = None
-        if scale is not None and ctx.needs_input_grad[1]:
-            out = None if scratch is None else scratch.view_as(wide)
-            product = torch.mul(wide, v.unsqueeze(1), out=out)
-            grad_scale = _sum_like(product.view_as(grad), 1)
-        del scratch
-        grad_v = None
-        if ctx.needs_input_grad[0] and scale is None:
-            grad_v = wide.sum(1)
-        elif ctx.needs_input_grad[0]:
-            per_replica = scale.view(replicas, k, 1, 1)
-            grad_v = wide[:, 0] * per_replica[0]
-            for r in range(1, replicas):
-                grad_v.addcmul_(wide[:, r], per_replica[r])
-        return (grad_v, grad_scale, grad_shift, grad if has_residual else None, grad_slope, grad_out_shift,
-                grad_skip)
+
+def _memory_format(v: Tensor) -> torch.memory_format:
+    """The layout the fused op works in and returns: channels-last where ``v`` is (as ``torch.compile`` hands
+    over conv outputs when it runs the convs channels-last), else contiguous NCHW."""
+    nhwc = v.dim() == 4 and not v.is_contiguous() and v.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if nhwc else torch.contiguous_format
+
+
+def _in_format(tensors: Tuple[Optional[Tensor], ...], fmt: torch.memory_format) -> Tuple[Optional[Tensor], ...]:
+    """4-D tensors in ``fmt``, parameters contiguous (no copy where they already are)."""
+    return tuple(None if t is None else t.contiguous(memory_format=fmt if t.dim() == 4 else torch.contiguous_format)
+                 for t in tensors)
+
+
+# flexible_layout: the compiler passes the tensors as they are (channels-last after its convs), not NCHW copies
+@torch.library.custom_op("esbnn::replicated_affine_act", mutates_args=(), tags=(torch.Tag.flexible_layout,))
+def _affine_act_op(v: Tensor, scale: Optional[Tensor], shift: Tensor, residual: Optional[Tensor],
+                   slope: Optional[Tensor], out_shift: Optional[Tensor], skip: Optional[Tensor]) -> Tensor:
+    """The fused ES epilogue as one operator, opaque to ``torch.compile``: the native kernel where it serves,
+    else the PyTorch ops; the output is in ``v``'s :func:`_memory_format`."""
+    fmt = _memory_format(v)
+    tensors = (v, scale, shift, residual, slope, out_shift, skip)
+    ext = _native(*tensors)
+    if ext is None:
+        return _affine_act_torch(*_in_format(tensors, torch.contiguous_format)).contiguous(memory_format=fmt)
+    return ext.forward(*_in_format(tensors, fmt))
+
+
+@_affine_act_op.register_fake
+def _(v: Tensor, scale: Optional[Tensor], shift: Tensor, *rest: Optional[Tensor]) -> Tensor:
+    return v.new_empty(v.shape[0], shift.shape[-1], *v.shape[2:]).contiguous(memory_format=_memory_format(v))
+
+
+@torch.library.custom_op("esbnn::replicated_affine_act_backward", mutates_args=(),
+                         tags=(torch.Tag.flexible_layout,))
+def _affine_act_backward_op(grad: Tensor, v: Tensor, scale: Optional[Tensor], shift: Tensor,
+                            residual: Optional[Tensor], slope: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    """``esbnn::replicated_affine_act``'s backward in one pass (:func:`_affine_act_grads_torch` says what), the
+    gradients of ``v`` and the residual in ``v``'s :func:`_memory_format`."""
+    fmt = _memory_format(v)
+    tensors = (grad, v, scale, shift, residual, slope)
+    ext = _native(*tensors)
+    if ext is None:
+        grad_v, sums, grad_pre = _affine_act_grads_torch(*_in_format(tensors, torch.contiguous_format))
+        grad_v, grad_pre = _in_format((grad_v, grad_pre), fmt)
+        return grad_v, sums, grad_pre
+    return tuple(ext.backward(*_in_format(tensors, fmt)))
+
+
+@_affine_act_backward_op.register_fake
+def _(grad: Tensor, v: Tensor, scale: Optional[Tensor], shift: Tensor, residual: Optional[Tensor],
+      slope: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    fmt = _memory_format(v)
+    grad_pre = grad.new_empty(grad.shape).contiguous(memory_format=fmt) if residual is not None else grad.new_empty(0)
+    return v.new_empty(v.shape).contiguous(memory_format=fmt), grad.new_empty(4, *grad.shape[:2]), grad_pre
+
+
+def _affine_act_setup_context(ctx, inputs: tuple, output: Tensor) -> None:
+    v, scale, shift, residual, slope, out_shift, skip = inputs
+    ctx.dims = (shift.dim(), 0 if slope is None else slope.dim(), 0 if out_shift is None else out_shift.dim())
+    ctx.has_skip = skip is not None
+    # the PReLU input is recomputed in backward: the residual is mostly the block input, which the binary conv's
+    # binarizer keeps anyway, so this holds one widened tensor less
+    ctx.save_for_backward(v, scale, shift, residual, slope)
+
+
+def _affine_act_backward(ctx, grad: Tensor) -> tuple:
+    """The gradients from the backward op's per-sample sums, reduced over the batch for per-channel parameters."""
+    v, scale, shift, residual, slope = ctx.saved_tensors
+    grad_v, sums, grad_pre = torch.ops.esbnn.replicated_affine_act_backward(grad, v, scale, shift, residual, slope)
+    needs = ctx.needs_input_grad
+    shift_dims, slope_dims, out_shift_dims = ctx.dims
+
+    def reduced(index: int, dims: int, input_index: int) -> Optional[Tensor]:
+        if dims == 0 or not needs[input_index]:
+            return None
+        return sums[index] if dims == 2 else sums[index].sum(0)
+
+    return (grad_v if needs[0] else None, reduced(0, 0 if scale is None else 1, 1), reduced(1, shift_dims, 2),
+            grad_pre if residual is not None else None, reduced(2, slope_dims, 4), reduced(3, out_shift_dims, 5),
+            grad if ctx.has_skip else None)
+
+
+_affine_act_op.register_autograd(_affine_act_backward, setup_context=_affine_act_setup_context)
+
+
+def _serves(*tensors: Optional[Tensor]) -> bool:
+    """Whether a native kernel can take these tensors: CPU, one floating dtype, not switched off by
+    ``ESBNN_FUSED_KERNEL=torch``."""
+    present = [t for t in tensors if t is not None]
+    return (os.environ.get(ENV_KERNEL, "native") != "torch" and all(t.device.type == "cpu" for t in present)
+            and len({t.dtype for t in present}) == 1 and present[0].dtype in (torch.float32, torch.float64))
 
 
 def _native(*tensors: Optional[Tensor], kernel: str = "replicated_affine_act",
             fallback: str = f"the PyTorch ops for the fused ES epilogue ({ENV_KERNEL}=torch)"):
-    """The one-pass native ``kernel`` (``csrc/<kernel>.cpp``) if it serves these tensors (CPU, one floating
-    dtype, built here, not switched off by ``ESBNN_FUSED_KERNEL=torch``, not traced by ``torch.compile``, which
-    fuses the PyTorch ops itself), else ``None``."""
-    present = [t for t in tensors if t is not None]
-    if (os.environ.get(ENV_KERNEL, "native") == "torch" or torch.compiler.is_compiling()
-            or any(t.device.type != "cpu" for t in present)
-            or len({t.dtype for t in present}) != 1 or present[0].dtype not in (torch.float32, torch.float64)):
+    """The one-pass native ``kernel`` (``csrc/<kernel>.cpp``) if it :func:`_serves` these tensors and is built
+    here, else ``None``."""
+    if not _serves(*tensors):
         return None
     return load_extension(f"esbnn_{kernel}", _CSRC / f"{kernel}.cpp", fallback, headers=[_CSRC / "fused_common.h"])
-
-
-def _native_backward(ctx, grad: Tensor, v: Tensor, scale: Optional[Tensor], shift: Tensor,
-                     residual: Optional[Tensor], slope: Optional[Tensor]) -> tuple:
-    """The gradients of :class:`_ReplicatedAffineAct` from the native kernel's one pass (the extension forward
-    used, ``ctx.native``); it returns per-sample sums, reduced over the batch here for per-channel parameters."""
-    has_residual, out_shift_dims, has_skip = ctx.flags
-    grad = grad.contiguous()
-    grad_v, sum_scale, sum_shift, sum_slope, sum_out_shift, grad_pre = ctx.native.backward(
-        grad, v, scale, shift, residual, slope)
-
-    def reduced(sums: Tensor, dims: int, index: int) -> Optional[Tensor]:
-        return (sums if dims == 2 else sums.sum(0)) if ctx.needs_input_grad[index] else None
-
-    return (grad_v if ctx.needs_input_grad[0] else None, None if scale is None else reduced(sum_scale, 1, 1),
-            reduced(sum_shift, shift.dim(), 2), grad_pre if has_residual else None,
-            None if slope is None else reduced(sum_slope, slope.dim(), 4), reduced(sum_out_shift, out_shift_dims, 5),
-            grad if has_skip else None)
 
 
 def _channels(param: Tensor) -> Tensor:
@@ -157,21 +205,19 @@ def _pre_activation(v: Tensor, scale: Optional[Tensor], shift: Tensor, residual:
     return a if residual is None else a.add_(residual)
 
 
-def _sum_like(x: Tensor, dims: int) -> Tensor:
-    """Sum of an ``(N, C, H, W)`` tensor over space, and over the batch when ``dims == 1`` (a per-channel
-    parameter's gradient; two reductions: faster than ``sum((0, 2, 3))`` on CPU)."""
-    per_sample = x.flatten(2).sum(2)
-    return per_sample if dims == 2 else per_sample.sum(0)
-
-
 def replicated_affine_act(v: Tensor, scale: Optional[Tensor], shift: Tensor, residual: Optional[Tensor] = None,
                           slope: Optional[Tensor] = None, out_shift: Optional[Tensor] = None,
                           skip: Optional[Tensor] = None) -> Tensor:
     """``prelu(v.repeat(1, R, 1, 1) * scale + shift + residual, slope) + out_shift + skip`` per widened channel
     (``R = shift.shape[-1] // v.shape[1]``; ``scale`` per channel ``(C,)`` or ``None`` for 1; ``shift``, ``slope``,
     ``out_shift`` per channel ``(C,)`` or per sample ``(N, C)``; ``residual``, ``slope``, ``out_shift``, ``skip``
-    optional), in one autograd op that never materialises the replicate (METHOD.md section 2)."""
-    return _ReplicatedAffineAct.apply(v, scale, shift, residual, slope, out_shift, skip)
+    optional), in one autograd op that never materialises the replicate (METHOD.md section 2): the operator
+    ``esbnn::replicated_affine_act``, which ``torch.compile`` keeps whole where a native kernel can serve (CPU);
+    elsewhere it traces the PyTorch ops and fuses them itself."""
+    tensors = (v, scale, shift, residual, slope, out_shift, skip)
+    if torch.compiler.is_compiling() and not _serves(*tensors):
+        return _affine_act_torch(*tensors)
+    return torch.ops.esbnn.replicated_affine_act(*tensors)
 
 
 def replicated_batch_norm(bn: nn.modules.batchnorm._BatchNorm, unique: Tensor,
@@ -297,8 +343,9 @@ def fused_linear_norm_act(linear: ESLinear, norm: nn.Module, act: nn.Module, x: 
     if isinstance(act, RPReLU):
         shift = shift + act.shift_in.bias
         slope, out_shift = act.slope, act.shift_out.bias
-    ext = _native(x, linear.weight, linear.bias, norm.weight, shift, slope, out_shift, kernel="replicated_norm_act",
-                  fallback="the unit's modules for the ES token epilogue")
+    ext = None if torch.compiler.is_compiling() else _native(
+        x, linear.weight, linear.bias, norm.weight, shift, slope, out_shift, kernel="replicated_norm_act",
+        fallback="the unit's modules for the ES token epilogue")
     if ext is None:
         return None
     rows = x.reshape(-1, x.shape[-1]).contiguous()

@@ -5,12 +5,16 @@
 // owns one (sample, unique channel) pair and walks its R replicas, so the unique channel is read once per
 // replica from cache and its gradient is summed over the replicas without atomics. Per-channel parameters
 // are (C,) or per sample (N, C) (row stride 0 or C); scale, residual, slope, out_shift and skip are optional.
-// The Python wrapper (esbnn_plugins/ops/fused.py) checks devices, dtypes, shapes and contiguity first.
+// Channels-last tensors (what torch.compile hands over when it runs the convs channels-last) take the NHWC
+// loops: a task owns a block of pixels of one sample, each pixel's widened row is contiguous, and the
+// per-channel sums are the task's own, added up per sample afterwards.
+// The Python wrapper (esbnn_plugins/ops/fused.py) checks devices, dtypes, shapes and memory formats first.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
 #include "fused_common.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -25,6 +29,7 @@ struct Args {
   int64_t scale_row, shift_row, slope_row, out_shift_row;
   T *out, *grad_v, *grad_pre, *g_scale, *g_shift, *g_slope, *g_out_shift;
   int64_t K, C, R, HW;
+  int64_t N, block, blocks;  // NHWC: tasks are (sample, block of `block` pixels), `blocks` per sample
 };
 
 template <typename T>
@@ -111,34 +116,170 @@ inline __attribute__((always_inline)) void backward_tasks(const Args<T>& a, int6
   }
 }
 
+// NHWC: sample n's per-channel parameters as full rows of C values (defaults where a parameter is absent), so
+// that the loops over a pixel's widened row read them contiguously.
 template <typename T>
+struct Rows {
+  std::vector<T> scale, shift, slope, out_shift;
+  Rows(const Args<T>& a, int64_t n) : scale(a.C), shift(a.C), slope(a.C), out_shift(a.C) {
+    for (int64_t c = 0; c < a.C; ++c) {
+      scale[c] = at(a.scale, a.scale_row, n, c, T(1));
+      shift[c] = at(a.shift, a.shift_row, n, c, T(0));
+      slope[c] = at(a.slope, a.slope_row, n, c, T(1));
+      out_shift[c] = at(a.out_shift, a.out_shift_row, n, c, T(0));
+    }
+  }
+};
+
+// A pixel's R copies of its K unique values, the widened row the loops below run over in one pass of C.
+template <typename T>
+inline void replicate_row(const T* __restrict__ src, T* __restrict__ row, int64_t K, int64_t R) {
+  for (int64_t r = 0; r < R; ++r) std::copy(src, src + K, row + r * K);
+}
+
+template <typename T, bool RES, bool SLOPE, bool SKIP>
+inline __attribute__((always_inline)) void forward_tasks_nhwc(const Args<T>& a, int64_t begin, int64_t end) {
+  std::vector<T> buffer(a.C);
+  T* __restrict__ row = buffer.data();
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t n = task / a.blocks, first = (task % a.blocks) * a.block;
+    const int64_t last = std::min(first + a.block, a.HW);
+    const Rows<T> p(a, n);
+    const T* __restrict__ sc = p.scale.data();
+    const T* __restrict__ sh = p.shift.data();
+    const T* __restrict__ sl = p.slope.data();
+    const T* __restrict__ os = p.out_shift.data();
+    for (int64_t i = first; i < last; ++i) {
+      const int64_t pixel = n * a.HW + i;
+      replicate_row(a.v + pixel * a.K, row, a.K, a.R);
+      const T* __restrict__ res = RES ? a.residual + pixel * a.C : nullptr;
+      const T* __restrict__ sk = SKIP ? a.skip + pixel * a.C : nullptr;
+      T* __restrict__ dst = a.out + pixel * a.C;
+#pragma omp simd
+      for (int64_t c = 0; c < a.C; ++c) {
+        T x = sh[c] + row[c] * sc[c];
+        if (RES) x += res[c];
+        if (SLOPE) x = x > T(0) ? x : sl[c] * x;
+        x += os[c];
+        if (SKIP) x += sk[c];
+        dst[c] = x;
+      }
+    }
+  }
+}
+
+template <typename T, bool RES, bool SLOPE>
+inline __attribute__((always_inline)) void backward_tasks_nhwc(const Args<T>& a, int64_t begin, int64_t end) {
+  std::vector<T> buffer(2 * a.C);
+  T* __restrict__ row = buffer.data();
+  T* __restrict__ share = row + a.C;  // d * scale per widened channel, summed over the copies into grad_v
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t n = task / a.blocks, block = task % a.blocks, first = block * a.block;
+    const int64_t last = std::min(first + a.block, a.HW);
+    const Rows<T> p(a, n);
+    const T* __restrict__ sc = p.scale.data();
+    const T* __restrict__ sh = p.shift.data();
+    const T* __restrict__ sl = p.slope.data();
+    // this task's sums: partial[block][0..3][n][C] (scale, shift, slope, out_shift)
+    T* __restrict__ s_scale = a.g_scale + (block * 4 * a.N + n) * a.C;
+    T* __restrict__ s_shift = s_scale + a.N * a.C;
+    T* __restrict__ s_slope = s_shift + a.N * a.C;
+    T* __restrict__ s_out = s_slope + a.N * a.C;
+    std::fill(s_scale, s_scale + a.C, T(0));
+    std::fill(s_shift, s_shift + a.C, T(0));
+    std::fill(s_slope, s_slope + a.C, T(0));
+    std::fill(s_out, s_out + a.C, T(0));
+    for (int64_t i = first; i < last; ++i) {
+      const int64_t pixel = n * a.HW + i;
+      replicate_row(a.v + pixel * a.K, row, a.K, a.R);
+      const T* __restrict__ g = a.grad + pixel * a.C;
+      const T* __restrict__ res = RES ? a.residual + pixel * a.C : nullptr;
+      T* __restrict__ pre = RES ? a.grad_pre + pixel * a.C : nullptr;
+#pragma omp simd
+      for (int64_t c = 0; c < a.C; ++c) {
+        T x = sh[c] + row[c] * sc[c];
+        if (RES) x += res[c];
+        const T gc = g[c];
+        T d = gc;
+        if (SLOPE) {
+          s_slope[c] += x > T(0) ? T(0) : gc * x;
+          d = x > T(0) ? gc : sl[c] * gc;
+        }
+        s_out[c] += gc;
+        s_shift[c] += d;
+        s_scale[c] += d * row[c];
+        if (RES) pre[c] = d;
+        share[c] = d * sc[c];
+      }
+      T* __restrict__ dv = a.grad_v + pixel * a.K;
+      std::copy(share, share + a.K, dv);
+      for (int64_t r = 1; r < a.R; ++r) {
+        const T* __restrict__ part = share + r * a.K;
+#pragma omp simd
+        for (int64_t k = 0; k < a.K; ++k) dv[k] += part[k];
+      }
+    }
+  }
+}
+
+template <typename T, bool NHWC, bool RES, bool SLOPE, bool SKIP>
+inline __attribute__((always_inline)) void forward_layout(const Args<T>& a, int64_t begin, int64_t end) {
+  if (NHWC) forward_tasks_nhwc<T, RES, SLOPE, SKIP>(a, begin, end);
+  else forward_tasks<T, RES, SLOPE, SKIP>(a, begin, end);
+}
+
+template <typename T, bool NHWC, bool RES, bool SLOPE>
+inline __attribute__((always_inline)) void backward_layout(const Args<T>& a, int64_t begin, int64_t end) {
+  if (NHWC) backward_tasks_nhwc<T, RES, SLOPE>(a, begin, end);
+  else backward_tasks<T, RES, SLOPE>(a, begin, end);
+}
+
+template <typename T, bool NHWC>
 inline __attribute__((always_inline)) void forward_range(const Args<T>& a, int64_t begin, int64_t end) {
   const bool res = a.residual, slope = a.slope, skip = a.skip;
-  if (res && slope && skip) forward_tasks<T, true, true, true>(a, begin, end);
-  else if (res && slope) forward_tasks<T, true, true, false>(a, begin, end);
-  else if (res && skip) forward_tasks<T, true, false, true>(a, begin, end);
-  else if (res) forward_tasks<T, true, false, false>(a, begin, end);
-  else if (slope && skip) forward_tasks<T, false, true, true>(a, begin, end);
-  else if (slope) forward_tasks<T, false, true, false>(a, begin, end);
-  else if (skip) forward_tasks<T, false, false, true>(a, begin, end);
-  else forward_tasks<T, false, false, false>(a, begin, end);
+  if (res && slope && skip) forward_layout<T, NHWC, true, true, true>(a, begin, end);
+  else if (res && slope) forward_layout<T, NHWC, true, true, false>(a, begin, end);
+  else if (res && skip) forward_layout<T, NHWC, true, false, true>(a, begin, end);
+  else if (res) forward_layout<T, NHWC, true, false, false>(a, begin, end);
+  else if (slope && skip) forward_layout<T, NHWC, false, true, true>(a, begin, end);
+  else if (slope) forward_layout<T, NHWC, false, true, false>(a, begin, end);
+  else if (skip) forward_layout<T, NHWC, false, false, true>(a, begin, end);
+  else forward_layout<T, NHWC, false, false, false>(a, begin, end);
 }
 
-template <typename T>
+template <typename T, bool NHWC>
 inline __attribute__((always_inline)) void backward_range(const Args<T>& a, int64_t begin, int64_t end) {
   const bool res = a.residual, slope = a.slope;
-  if (res && slope) backward_tasks<T, true, true>(a, begin, end);
-  else if (res) backward_tasks<T, true, false>(a, begin, end);
-  else if (slope) backward_tasks<T, false, true>(a, begin, end);
-  else backward_tasks<T, false, false>(a, begin, end);
+  if (res && slope) backward_layout<T, NHWC, true, true>(a, begin, end);
+  else if (res) backward_layout<T, NHWC, true, false>(a, begin, end);
+  else if (slope) backward_layout<T, NHWC, false, true>(a, begin, end);
+  else backward_layout<T, NHWC, false, false>(a, begin, end);
 }
 
-ESBNN_CLONES void forward_range_f32(const Args<float>& a, int64_t begin, int64_t end) { forward_range(a, begin, end); }
-ESBNN_CLONES void backward_range_f32(const Args<float>& a, int64_t begin, int64_t end) { backward_range(a, begin, end); }
-void forward_range_any(const Args<float>& a, int64_t begin, int64_t end) { forward_range_f32(a, begin, end); }
-void forward_range_any(const Args<double>& a, int64_t begin, int64_t end) { forward_range(a, begin, end); }
-void backward_range_any(const Args<float>& a, int64_t begin, int64_t end) { backward_range_f32(a, begin, end); }
-void backward_range_any(const Args<double>& a, int64_t begin, int64_t end) { backward_range(a, begin, end); }
+ESBNN_CLONES void forward_range_f32(const Args<float>& a, int64_t begin, int64_t end) {
+  forward_range<float, false>(a, begin, end);
+}
+ESBNN_CLONES void backward_range_f32(const Args<float>& a, int64_t begin, int64_t end) {
+  backward_range<float, false>(a, begin, end);
+}
+ESBNN_CLONES void forward_nhwc_f32(const Args<float>& a, int64_t begin, int64_t end) {
+  forward_range<float, true>(a, begin, end);
+}
+ESBNN_CLONES void backward_nhwc_f32(const Args<float>& a, int64_t begin, int64_t end) {
+  backward_range<float, true>(a, begin, end);
+}
+void forward_range_any(const Args<float>& a, bool nhwc, int64_t begin, int64_t end) {
+  nhwc ? forward_nhwc_f32(a, begin, end) : forward_range_f32(a, begin, end);
+}
+void forward_range_any(const Args<double>& a, bool nhwc, int64_t begin, int64_t end) {
+  nhwc ? forward_range<double, true>(a, begin, end) : forward_range<double, false>(a, begin, end);
+}
+void backward_range_any(const Args<float>& a, bool nhwc, int64_t begin, int64_t end) {
+  nhwc ? backward_nhwc_f32(a, begin, end) : backward_range_f32(a, begin, end);
+}
+void backward_range_any(const Args<double>& a, bool nhwc, int64_t begin, int64_t end) {
+  nhwc ? backward_range<double, true>(a, begin, end) : backward_range<double, false>(a, begin, end);
+}
 
 int64_t row_of(const c10::optional<torch::Tensor>& t) {
   return t.has_value() && t->defined() && t->dim() == 2 ? t->size(1) : 0;
@@ -168,49 +309,83 @@ Args<T> make_args(const torch::Tensor& v, int64_t C, const c10::optional<torch::
 
 void check(bool ok, const char* what) { TORCH_CHECK(ok, "replicated_affine_act (native): ", what); }
 
+// Channels-last v (and so every widened tensor): the NHWC loops; else all tensors are contiguous NCHW.
+bool channels_last(const torch::Tensor& v) {
+  return !v.is_contiguous() && v.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+at::MemoryFormat format_of(bool nhwc) { return nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous; }
+
+void check_format(const c10::optional<torch::Tensor>& t, bool nhwc, const char* what) {
+  check(!t.has_value() || !t->defined() || t->is_contiguous(format_of(nhwc)), what);
+}
+
+// NHWC tasks: blocks of pixels, about four per thread over the batch.
+template <typename T>
+void set_blocks(Args<T>& a, int64_t N) {
+  const int64_t wanted = std::max<int64_t>(1, (4 * at::get_num_threads() + N - 1) / N);
+  a.N = N;
+  a.block = (a.HW + std::min(wanted, a.HW) - 1) / std::min(wanted, a.HW);
+  a.blocks = (a.HW + a.block - 1) / a.block;
+}
+
 }  // namespace
 
 torch::Tensor forward(const torch::Tensor& v, const c10::optional<torch::Tensor>& scale, const torch::Tensor& shift,
                       const c10::optional<torch::Tensor>& residual, const c10::optional<torch::Tensor>& slope,
                       const c10::optional<torch::Tensor>& out_shift, const c10::optional<torch::Tensor>& skip) {
-  check(v.dim() == 4 && v.is_contiguous(), "v must be a contiguous (N, K, H, W) tensor");
-  const int64_t C = shift.size(-1);
+  const bool nhwc = v.dim() == 4 && channels_last(v);
+  check(v.dim() == 4 && (nhwc || v.is_contiguous()), "v must be a contiguous or channels-last (N, K, H, W) tensor");
+  check_format(residual, nhwc, "residual must be in v's memory format");
+  check_format(skip, nhwc, "skip must be in v's memory format");
+  const int64_t N = v.size(0), C = shift.size(-1);
   check(C % v.size(1) == 0, "the widened width must be a multiple of the unique channels");
-  auto out = torch::empty({v.size(0), C, v.size(2), v.size(3)}, v.options());
+  auto out = torch::empty({N, C, v.size(2), v.size(3)}, v.options().memory_format(format_of(nhwc)));
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "replicated_affine_act_forward", [&] {
     auto a = make_args<scalar_t>(v, C, scale, shift, residual, slope, out_shift);
     a.skip = data_or_null<scalar_t>(skip);
     a.out = out.data_ptr<scalar_t>();
-    at::parallel_for(0, v.size(0) * a.K, 1, [&](int64_t begin, int64_t end) { forward_range_any(a, begin, end); });
+    set_blocks(a, N);
+    at::parallel_for(0, nhwc ? N * a.blocks : N * a.K, 1,
+                     [&](int64_t begin, int64_t end) { forward_range_any(a, nhwc, begin, end); });
   });
   return out;
 }
 
-// (grad_v, per-sample sums (N, C) for scale, shift, slope and out_shift, the gradient before the activation
-// where there is a residual, else an undefined tensor)
+// (grad_v, per-sample sums (4, N, C) for scale, shift, slope and out_shift, the gradient before the activation
+// where there is a residual, else an empty tensor)
 std::vector<torch::Tensor> backward(const torch::Tensor& grad, const torch::Tensor& v,
                                     const c10::optional<torch::Tensor>& scale, const torch::Tensor& shift,
                                     const c10::optional<torch::Tensor>& residual,
                                     const c10::optional<torch::Tensor>& slope) {
-  check(grad.is_contiguous() && v.is_contiguous(), "grad and v must be contiguous");
+  const bool nhwc = v.dim() == 4 && channels_last(v);
+  const auto format = format_of(nhwc);
+  check(grad.is_contiguous(format) && (nhwc || v.is_contiguous()),
+        "v must be contiguous or channels-last, and grad in its memory format");
+  check_format(residual, nhwc, "residual must be in v's memory format");
   const int64_t N = grad.size(0), C = grad.size(1);
-  auto grad_v = torch::empty_like(v);
-  auto sums = torch::empty({4, N, C}, v.options());
-  torch::Tensor grad_pre;
-  if (residual.has_value() && residual->defined()) grad_pre = torch::empty_like(grad);
+  auto grad_v = torch::empty(v.sizes(), v.options().memory_format(format));
+  const bool has_residual = residual.has_value() && residual->defined();
+  auto grad_pre = has_residual ? torch::empty(grad.sizes(), grad.options().memory_format(format))
+                               : torch::empty({0}, grad.options());
+  torch::Tensor sums;
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "replicated_affine_act_backward", [&] {
     auto a = make_args<scalar_t>(v, C, scale, shift, residual, slope, c10::nullopt);
+    set_blocks(a, N);
+    // NCHW: one task per (sample, unique channel) writes each sum once; NHWC: each block its own sums
+    sums = torch::empty({nhwc ? a.blocks : 1, 4, N, C}, v.options());
     a.grad = grad.data_ptr<scalar_t>();
     a.grad_v = grad_v.data_ptr<scalar_t>();
-    a.grad_pre = grad_pre.defined() ? grad_pre.data_ptr<scalar_t>() : nullptr;
+    a.grad_pre = has_residual ? grad_pre.data_ptr<scalar_t>() : nullptr;
     scalar_t* s = sums.data_ptr<scalar_t>();
     a.g_scale = s;
     a.g_shift = s + N * C;
     a.g_slope = s + 2 * N * C;
     a.g_out_shift = s + 3 * N * C;
-    at::parallel_for(0, N * a.K, 1, [&](int64_t begin, int64_t end) { backward_range_any(a, begin, end); });
+    at::parallel_for(0, nhwc ? N * a.blocks : N * a.K, 1,
+                     [&](int64_t begin, int64_t end) { backward_range_any(a, nhwc, begin, end); });
   });
-  return {grad_v, sums[0], sums[1], sums[2], sums[3], grad_pre};
+  return {grad_v, sums.size(0) == 1 ? sums[0] : sums.sum(0), grad_pre};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
