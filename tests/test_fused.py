@@ -201,6 +201,20 @@ def test_native_kernel_matches_the_pytorch_ops(monkeypatch, channels_last, per_s
             torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_empty_batch_and_empty_image_give_empty_outputs_and_zero_sums(kernel, channels_last):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for shape in ((0, 3, 4, 4), (2, 3, 0, 4)):
+        v = torch.zeros(shape).contiguous(memory_format=fmt).requires_grad_(True)
+        shift, slope = torch.randn(12, requires_grad=True), torch.rand(12, requires_grad=True)
+        residual = torch.zeros(shape[0], 12, *shape[2:]).contiguous(memory_format=fmt).requires_grad_(True)
+        out = replicated_affine_act(v, None, shift, residual, slope)
+        assert out.shape == (shape[0], 12, *shape[2:])
+        out.sum().backward()
+        assert torch.equal(shift.grad, torch.zeros(12)) and torch.equal(slope.grad, torch.zeros(12))
+        assert v.grad.shape == v.shape and residual.grad.shape == residual.shape
+
+
 def test_without_a_compiler_the_fused_op_runs_the_pytorch_ops_after_one_warning(monkeypatch):
     import torch.utils.cpp_extension
 

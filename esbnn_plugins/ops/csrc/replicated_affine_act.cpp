@@ -320,12 +320,13 @@ void check_format(const c10::optional<torch::Tensor>& t, bool nhwc, const char* 
   check(!t.has_value() || !t->defined() || t->is_contiguous(format_of(nhwc)), what);
 }
 
-// NHWC tasks: blocks of pixels, about four per thread over the batch.
+// NHWC tasks: blocks of pixels, about four per thread over the batch (none for an empty batch or image).
 template <typename T>
 void set_blocks(Args<T>& a, int64_t N) {
-  const int64_t wanted = std::max<int64_t>(1, (4 * at::get_num_threads() + N - 1) / N);
+  const int64_t wanted = (4 * at::get_num_threads() + N - 1) / std::max<int64_t>(N, 1);
+  const int64_t per_sample = std::max<int64_t>(1, std::min(wanted, a.HW));
   a.N = N;
-  a.block = (a.HW + std::min(wanted, a.HW) - 1) / std::min(wanted, a.HW);
+  a.block = std::max<int64_t>(1, (a.HW + per_sample - 1) / per_sample);
   a.blocks = (a.HW + a.block - 1) / a.block;
 }
 
