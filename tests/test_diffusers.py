@@ -149,7 +149,7 @@ def test_conv_unit_fused_path_matches_the_modules(cls, in_ch, out_ch, tau, g):
     x = torch.randn(3, in_ch * tau * g, 5, 5)
     skip, shift = torch.randn(3, out_ch * tau * g, 5, 5), torch.randn(3, out_ch * tau * g)
     path = type(unit(x, bucket, skip=skip, shift=shift).grad_fn).__name__
-    fused_op = "GeneratedBackwardFor_esbnn_replicated_affine_act_defaultBackward"  # esbnn::replicated_affine_act
+    fused_op = "GeneratedBackwardFor_esbnn_plugins_replicated_affine_act_defaultBackward"  # the fused operator
     assert path == ("AddBackward0" if tau == g == 1 else fused_op)
     run = forward_backward(lambda *t: unit(t[0], bucket, skip=t[1], shift=t[2]), unit, x, skip, shift)
     ref = forward_backward(lambda *t: unit_modules_path(unit, t[0], bucket, t[1], t[2]), unit, x, skip, shift)

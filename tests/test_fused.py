@@ -1,5 +1,9 @@
 """The fused ES epilogue (esbnn_plugins.ops.fused) computes what the modules compute."""
 import copy
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -235,13 +239,14 @@ def test_without_a_compiler_the_fused_op_runs_the_pytorch_ops_after_one_warning(
 
 
 def test_the_fused_operator_passes_opcheck(kernel):
-    """``esbnn::replicated_affine_act`` and its backward as ``torch.compile`` sees them: schema, fake (shape)
+    """``esbnn_plugins::replicated_affine_act`` and its backward as ``torch.compile`` sees them: schema, fake (shape)
     functions against the real outputs, the autograd registration and AOT dispatch (``torch.library.opcheck``)."""
     torch.manual_seed(0)
     leaf = lambda *shape: torch.randn(*shape, requires_grad=True)  # noqa: E731
     v, residual, skip = leaf(2, 3, 4, 4), leaf(2, 12, 4, 4), leaf(2, 12, 4, 4)
     scale, shift, slope, out_shift = leaf(12), leaf(12), leaf(12), leaf(2, 12)
-    op, backward = torch.ops.esbnn.replicated_affine_act.default, torch.ops.esbnn.replicated_affine_act_backward.default
+    ops = torch.ops.esbnn_plugins
+    op, backward = ops.replicated_affine_act.default, ops.replicated_affine_act_backward.default
     nhwc = lambda t: t.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)  # noqa: E731
     for args in ((v, scale, shift, residual, slope, out_shift, skip), (v, None, shift, None, None, None, None),
                  (nhwc(v), scale, shift, nhwc(residual), slope, out_shift, skip)):
@@ -271,7 +276,27 @@ def test_torch_compile_keeps_the_fused_operator_whole_on_cpu(kernel):
     compiled = torch.compile(unit, backend=recording, fullgraph=True)
     x = torch.randn(3, 16, 6, 6)
     assert_same_run(run(lambda u, v: compiled(v), unit, x), run(modules_path, plain, x))
-    assert ("esbnn.replicated_affine_act" in targets) == (kernel == "native"), sorted(targets)
+    called = any(target.startswith("esbnn_plugins.replicated_affine_act") for target in targets)
+    assert called == (kernel == "native"), sorted(targets)
+
+
+def test_a_second_copy_of_the_package_runs_its_own_operators(monkeypatch):
+    """``tools/profile_es.py --before DIR`` imports another checkout as a second package: it registers its
+    operators under its own namespace, and each copy's fused op runs its own implementation."""
+    root = Path(fused.__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("esbnn_copy", root / "__init__.py",
+                                                  submodule_search_locations=[str(root)])
+    monkeypatch.setitem(sys.modules, "esbnn_copy", importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(sys.modules["esbnn_copy"])
+    copy_fused = importlib.import_module("esbnn_copy.ops.fused")
+    assert copy_fused is not fused and hasattr(torch.ops.esbnn_copy, "replicated_affine_act")
+    calls = []
+    monkeypatch.setattr(fused, "_native", lambda *t, **k: calls.append("this"))
+    monkeypatch.setattr(copy_fused, "_native", lambda *t, **k: calls.append("copy"))
+    v, shift = torch.randn(1, 2, 3, 3), torch.randn(4)
+    expected = fused.replicated_affine_act(v, None, shift)
+    torch.testing.assert_close(copy_fused.replicated_affine_act(v, None, shift), expected)
+    assert calls == ["this", "copy"]
 
 
 def test_inductor_hands_the_fused_operator_channels_last_tensors_and_computes_what_eager_does(monkeypatch):

@@ -8,7 +8,7 @@ residual add and the block's (R)PReLU touch the widened tensor, in one fused aut
 widened tensor forward and backward. On CPU that op is one pass forward and one backward of a C++ kernel
 (``csrc/replicated_affine_act.cpp``, built on first use, :mod:`.native`), NCHW or channels-last; elsewhere,
 or with ``ESBNN_FUSED_KERNEL=torch``, a few PyTorch ops compute the same. It is the operator
-``esbnn::replicated_affine_act`` (``torch.library``, with its backward and fake functions), so
+``esbnn_plugins::replicated_affine_act`` (``torch.library``, with its backward and fake functions), so
 ``torch.compile`` keeps it whole and calls the kernel with the tensors in the layout it chose.
 :func:`fused_conv_bn_act` is the fast path a block takes for ``act(bn(conv(x)) + residual)`` when the pieces
 are the plain modules it knows, else it returns ``None`` and the block runs its modules as written;
@@ -38,6 +38,10 @@ ENV_KERNEL = "ESBNN_FUSED_KERNEL"
 """``native`` (default: the one-pass C++ kernels on CPU where they build) or ``torch`` (the PyTorch ops; for
 :func:`fused_linear_norm_act`, the unit's modules)."""
 _CSRC = Path(__file__).resolve().parent / "csrc"
+
+_OPS = __name__.split(".")[0]
+"""The operators' namespace, the top package's name: a second copy of the package (``tools/profile_es.py
+--before``) registers and runs its own operators instead of replacing these."""
 
 _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
                  "_global_backward_pre_hooks")
@@ -101,7 +105,7 @@ def _in_format(tensors: Tuple[Optional[Tensor], ...], fmt: torch.memory_format) 
 
 
 # flexible_layout: the compiler passes the tensors as they are (channels-last after its convs), not NCHW copies
-@torch.library.custom_op("esbnn::replicated_affine_act", mutates_args=(), tags=(torch.Tag.flexible_layout,))
+@torch.library.custom_op(f"{_OPS}::replicated_affine_act", mutates_args=(), tags=(torch.Tag.flexible_layout,))
 def _affine_act_op(v: Tensor, scale: Optional[Tensor], shift: Tensor, residual: Optional[Tensor],
                    slope: Optional[Tensor], out_shift: Optional[Tensor], skip: Optional[Tensor]) -> Tensor:
     """The fused ES epilogue as one operator, opaque to ``torch.compile``: the native kernel where it serves,
@@ -119,11 +123,11 @@ def _(v: Tensor, scale: Optional[Tensor], shift: Tensor, *rest: Optional[Tensor]
     return v.new_empty(v.shape[0], shift.shape[-1], *v.shape[2:]).contiguous(memory_format=_memory_format(v))
 
 
-@torch.library.custom_op("esbnn::replicated_affine_act_backward", mutates_args=(),
+@torch.library.custom_op(f"{_OPS}::replicated_affine_act_backward", mutates_args=(),
                          tags=(torch.Tag.flexible_layout,))
 def _affine_act_backward_op(grad: Tensor, v: Tensor, scale: Optional[Tensor], shift: Tensor,
                             residual: Optional[Tensor], slope: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-    """``esbnn::replicated_affine_act``'s backward in one pass (:func:`_affine_act_grads_torch` says what), the
+    """``replicated_affine_act``'s backward in one pass (:func:`_affine_act_grads_torch` says what), the
     gradients of ``v`` and the residual in ``v``'s :func:`_memory_format`."""
     fmt = _memory_format(v)
     tensors = (grad, v, scale, shift, residual, slope)
@@ -155,7 +159,7 @@ def _affine_act_setup_context(ctx, inputs: tuple, output: Tensor) -> None:
 def _affine_act_backward(ctx, grad: Tensor) -> tuple:
     """The gradients from the backward op's per-sample sums, reduced over the batch for per-channel parameters."""
     v, scale, shift, residual, slope = ctx.saved_tensors
-    grad_v, sums, grad_pre = torch.ops.esbnn.replicated_affine_act_backward(grad, v, scale, shift, residual, slope)
+    grad_v, sums, grad_pre = _affine_act_backward_op(grad, v, scale, shift, residual, slope)
     needs = ctx.needs_input_grad
     shift_dims, slope_dims, out_shift_dims = ctx.dims
 
@@ -212,12 +216,12 @@ def replicated_affine_act(v: Tensor, scale: Optional[Tensor], shift: Tensor, res
     (``R = shift.shape[-1] // v.shape[1]``; ``scale`` per channel ``(C,)`` or ``None`` for 1; ``shift``, ``slope``,
     ``out_shift`` per channel ``(C,)`` or per sample ``(N, C)``; ``residual``, ``slope``, ``out_shift``, ``skip``
     optional), in one autograd op that never materialises the replicate (METHOD.md section 2): the operator
-    ``esbnn::replicated_affine_act``, which ``torch.compile`` keeps whole where a native kernel can serve (CPU);
+    ``esbnn_plugins::replicated_affine_act``, which ``torch.compile`` keeps whole where a native kernel can serve (CPU);
     elsewhere it traces the PyTorch ops and fuses them itself."""
     tensors = (v, scale, shift, residual, slope, out_shift, skip)
     if torch.compiler.is_compiling() and not _serves(*tensors):
         return _affine_act_torch(*tensors)
-    return torch.ops.esbnn.replicated_affine_act(*tensors)
+    return _affine_act_op(*tensors)
 
 
 def replicated_batch_norm(bn: nn.modules.batchnorm._BatchNorm, unique: Tensor,
