@@ -149,7 +149,7 @@ def _(grad: Tensor, v: Tensor, scale: Optional[Tensor], shift: Tensor, residual:
 
 def _affine_act_setup_context(ctx, inputs: tuple, output: Tensor) -> None:
     v, scale, shift, residual, slope, out_shift, skip = inputs
-    ctx.dims = (shift.dim(), 0 if slope is None else slope.dim(), 0 if out_shift is None else out_shift.dim())
+    ctx.out_shift_dims = 0 if out_shift is None else out_shift.dim()  # the other parameters are saved
     ctx.has_skip = skip is not None
     # the PReLU input is recomputed in backward: the residual is mostly the block input, which the binary conv's
     # binarizer keeps anyway, so this holds one widened tensor less
@@ -161,16 +161,19 @@ def _affine_act_backward(ctx, grad: Tensor) -> tuple:
     v, scale, shift, residual, slope = ctx.saved_tensors
     grad_v, sums, grad_pre = _affine_act_backward_op(grad, v, scale, shift, residual, slope)
     needs = ctx.needs_input_grad
-    shift_dims, slope_dims, out_shift_dims = ctx.dims
 
     def reduced(index: int, dims: int, input_index: int) -> Optional[Tensor]:
+        """Parameter ``input_index``'s gradient: per sample (2-D), summed over the batch (1-D), absent (0)."""
         if dims == 0 or not needs[input_index]:
             return None
         return sums[index] if dims == 2 else sums[index].sum(0)
 
-    return (grad_v if needs[0] else None, reduced(0, 0 if scale is None else 1, 1), reduced(1, shift_dims, 2),
-            grad_pre if residual is not None else None, reduced(2, slope_dims, 4), reduced(3, out_shift_dims, 5),
-            grad if ctx.has_skip else None)
+    def dims(param: Optional[Tensor]) -> int:
+        return 0 if param is None else param.dim()
+
+    return (grad_v if needs[0] else None, reduced(0, dims(scale), 1), reduced(1, shift.dim(), 2),
+            grad_pre if residual is not None else None, reduced(2, dims(slope), 4),
+            reduced(3, ctx.out_shift_dims, 5), grad if ctx.has_skip else None)
 
 
 _affine_act_op.register_autograd(_affine_act_backward, setup_context=_affine_act_setup_context)
