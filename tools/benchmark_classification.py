@@ -37,8 +37,7 @@ from mmengine.registry import RUNNERS, init_default_scope
 
 import esbnn_plugins.mmpretrain  # noqa: F401
 from esbnn_plugins.analysis import complexity, format_table, stored_run, text_digest, write_section
-from esbnn_plugins.analysis.variants import parse_variant, positive_int, variant_label
-from esbnn_plugins.models import ESBinaryResNet
+from esbnn_plugins.analysis.variants import backbone_variant, parse_variant, positive_int, variant_label
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "mmpretrain"
@@ -248,10 +247,9 @@ def fashion_report(args: argparse.Namespace, parser: argparse.ArgumentParser, ou
     stats = {}
     for label, variant in networks:
         tau, g = variant or (1, 1)
-        backbone = Config.fromfile(str(FASHION["fp" if variant is None else "one_step"])).model.backbone.to_dict()
-        backbone.pop("type")
+        backbone = Config.fromfile(str(FASHION["fp" if variant is None else "one_step"])).model.backbone
         torch.manual_seed(0)
-        model = ESBinaryResNet(**dict(backbone, expand_ratio=tau, es_groups=g, num_classes=10))
+        model = backbone_variant(backbone, tau, g, num_classes=10)
         stats[label] = (complexity(model, x[:1]), training_memory(model, x))
     base_report, base_memory = stats[networks[1][0]] if len(networks) > 1 else stats["full precision"]
     base_step = statistics.mean(r["step_time"] for r in results[(networks[1][0], "one step")])
@@ -396,7 +394,8 @@ def mnist_report(args: argparse.Namespace, parser: argparse.ArgumentParser, out:
     rows = []
     for dataset, data_root, epochs in runs:
         config, size = DATASETS[dataset]
-        channels = Config.fromfile(str(config)).model.backbone.get("in_channels", 3)
+        backbone = Config.fromfile(str(config)).model.backbone
+        channels = backbone.get("in_channels", 3)
         base_ops = base_step = None
         for tau, es_groups in args.variants:
             label = variant_label(tau, es_groups)
@@ -405,8 +404,8 @@ def mnist_report(args: argparse.Namespace, parser: argparse.ArgumentParser, out:
                                      dict(expand_ratio=tau, es_groups=es_groups), options)
                        for seed in args.seeds]
             curves[(dataset, label)] = [r["accuracy"] for r in results]
-            report = complexity(ESBinaryResNet(depth=20, in_channels=channels, expand_ratio=tau, es_groups=es_groups,
-                                               num_classes=10), torch.zeros(1, channels, size, size))
+            report = complexity(backbone_variant(backbone, tau, es_groups, num_classes=10),
+                                torch.zeros(1, channels, size, size))
             finals = [r["accuracy"][-1] for r in results]
             step = statistics.mean(r["step_time"] for r in results)
             base_ops, base_step = base_ops or report.ops, base_step or step
@@ -427,7 +426,7 @@ def mnist_report(args: argparse.Namespace, parser: argparse.ArgumentParser, out:
     return (
         "## MNIST digits: baseline vs ES vs ES+G at equal BOPs\n\n"
         f"Written by `tools/benchmark_classification.py` on {time.strftime('%Y-%m-%d')} "
-        f"({torch.get_num_threads()} CPU threads). Binary ResNet-20 (Bi-Real units), MMPretrain runner, "
+        f"({torch.get_num_threads()} CPU threads). Binary ResNet-20 (Bi-Real units with the config's binarizers), MMPretrain runner, "
         f"recipe of `configs/mmpretrain/es-resnet20-tau2_1xb64_mnist.py`, {mnist_epochs} epochs, seeds {seeds}; "
         "top-1 is the final validation accuracy, mean and standard deviation over seeds. "
         "Step time is the runner's mean iteration time.\n\n"

@@ -13,8 +13,7 @@ from mmengine.config import Config
 from mmengine.registry import RUNNERS
 
 from esbnn_plugins.analysis import complexity, format_table
-from esbnn_plugins.analysis.variants import positive_int
-from esbnn_plugins.models import ESBinaryResNet
+from esbnn_plugins.analysis.variants import backbone_variant, positive_int, variant_label
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "mmpretrain" / "es-resnet20-tau2_1xb64_mnist.py"
@@ -37,10 +36,9 @@ def main() -> None:
     backbone = cfg.model.backbone
     x = torch.zeros(1, backbone.in_channels, 28, 28)
     reports = {}
-    for tau in (1, backbone.expand_ratio):
-        net = ESBinaryResNet(depth=backbone.depth, in_channels=backbone.in_channels, expand_ratio=tau,
-                             num_classes=cfg.model.head.num_classes)
-        reports["baseline" if tau == 1 else f"ES tau={tau}"] = complexity(net, x)
+    for tau, es_groups in ((1, 1), (backbone.expand_ratio, backbone.get("es_groups", 1))):
+        net = backbone_variant(backbone, tau, es_groups, cfg.model.head.num_classes)
+        reports[variant_label(tau, es_groups)] = complexity(net, x)
     print("\nTrained ES binary ResNet-20, per-layer complexity (one 28x28 digit):")
     print(complexity(runner.model, x).table())
     base = reports["baseline"]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -66,3 +66,10 @@ def build_variants(depth: int, variants: List[Tuple[int, int]], seed: int = 0, n
             depth=depth, in_channels=in_channels, expand_ratio=expand_ratio, es_groups=es_groups,
             num_classes=num_classes)
     return models
+
+
+def backbone_variant(backbone: Mapping, expand_ratio: int, es_groups: int, num_classes: int) -> ESBinaryResNet:
+    """A config's ``ESBinaryResNet`` backbone (its settings, ``type`` dropped) as a standalone classifier of
+    ``num_classes``, widened to ``(expand_ratio, es_groups)``."""
+    settings = {key: value for key, value in backbone.items() if key != "type"}
+    return ESBinaryResNet(**dict(settings, expand_ratio=expand_ratio, es_groups=es_groups, num_classes=num_classes))
