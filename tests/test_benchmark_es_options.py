@@ -22,26 +22,35 @@ def test_augment_is_a_padded_shifted_window_maybe_flipped():
     assert 0 < flipped < 16
 
 
-def test_tiny_run_writes_runs_and_report(tmp_path):
+def test_tiny_run_stores_runs_and_writes_report(tmp_path, monkeypatch):
     make_fashion(tmp_path / "fashion", per_class=(4, 2))
     out = tmp_path / "report.md"
     out.write_text("# Classification results\n\nkept\n")
     args = ["--data-root", str(tmp_path / "fashion"), "--val-per-class", "1", "--epochs", "1", "--seeds", "0",
             "--device", "cpu", "--batch-size", "10", "--work-dir", str(tmp_path / "work"), "--out", str(out)]
     tool.main(args + ["--options", "baseline", "ES + widened classifier"])
-    runs = [json.loads(line) for line in (tmp_path / "work" / "runs.jsonl").read_text().splitlines()]
-    assert [r["options"] for r in runs] == ["baseline", "ES + widened classifier"]
-    assert all(0 <= r["val"] <= 100 and 0 <= r["test"] <= 100 for r in runs)
+    work = tmp_path / "work"
+
+    def stored():
+        return {path.name: json.loads(path.read_text()) for path in sorted(work.glob("*.json"))}
+
+    runs = stored()
+    assert list(runs) == ["baseline_seed0.json", "es-widened-classifier_seed0.json"]
+    assert all(0 <= r["val"] <= 100 and 0 <= r["test"] <= 100 for r in runs.values())
+    assert runs["baseline_seed0.json"]["settings"]["options"] == tool.OPTION_SETS["baseline"]
     text = out.read_text()
     assert "kept" in text and "<!-- benchmark:fashion-options -->" in text
     row = next(line for line in text.splitlines() if line.startswith("| ES + widened classifier"))
     assert row.split("|")[2].strip() == "2" and float(row.split("|")[10]) <= 1.02
     # a rerun with the same settings reuses the finished runs and trains only the new option set
     tool.main(args + ["--options", "baseline", "ES + widened classifier", "ES + mean reduce"])
-    runs = [json.loads(line) for line in (tmp_path / "work" / "runs.jsonl").read_text().splitlines()]
-    assert [r["options"] for r in runs] == ["baseline", "ES + widened classifier", "ES + mean reduce"]
+    assert stored() == dict(runs, **{"es-mean-reduce_seed0.json": stored()["es-mean-reduce_seed0.json"]})
     assert "| ES + mean reduce |" in out.read_text()
     # --report-only trains nothing and reports what is finished (the new seed has no run yet)
     tool.main(args + ["--seeds", "0", "1", "--options", "baseline", "ES + mean reduce", "--report-only"])
-    assert len((tmp_path / "work" / "runs.jsonl").read_text().splitlines()) == 3
+    assert len(stored()) == 3
     assert "| ES + mean reduce |" in out.read_text() and "| ES + widened classifier |" not in out.read_text()
+    # an option set whose options changed is trained again
+    monkeypatch.setitem(tool.OPTION_SETS, "baseline", dict(expand_ratio=1, act_binarizer="rsign"))
+    tool.main(args + ["--options", "baseline"])
+    assert stored()["baseline_seed0.json"]["settings"]["options"]["act_binarizer"] == "rsign"

@@ -20,9 +20,9 @@ Runs on CPU or CUDA (``--device``); ``--jobs N`` trains N runs at once in separa
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from esbnn_plugins.analysis import complexity, format_table, write_section  # noqa: E402
+from esbnn_plugins.analysis import complexity, format_table, stored_result, stored_run, write_section  # noqa: E402
 from esbnn_plugins.analysis.variants import positive_int  # noqa: E402
 from esbnn_plugins.datasets.fashion_mnist import split_indices  # noqa: E402
 from esbnn_plugins.models import ESBinaryResNet  # noqa: E402
@@ -95,10 +95,23 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
     return 100.0 * correct / len(y)
 
 
-def settings(args: argparse.Namespace) -> dict:
-    """What makes two runs of one option set and seed comparable (a finished run is reused when they match)."""
-    return dict(epochs=args.epochs, train_subset=args.train_subset, val_per_class=args.val_per_class,
-                batch_size=args.batch_size, lr=args.lr, data_root=str(Path(args.data_root).resolve()))
+def run_settings(name: str, seed: int, args: argparse.Namespace) -> dict:
+    """What makes two runs comparable (a finished run is reused when they match): the option set's options, the
+    seed and the recipe."""
+    return dict(options=OPTION_SETS[name], seed=seed, epochs=args.epochs, train_subset=args.train_subset,
+                val_per_class=args.val_per_class, batch_size=args.batch_size, lr=args.lr,
+                data_root=str(Path(args.data_root).resolve()))
+
+
+def run_path(name: str, seed: int, args: argparse.Namespace) -> Path:
+    """Where the run of option set ``name`` and ``seed`` is stored, under ``--work-dir``."""
+    return args.work_dir / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}_seed{seed}.json"
+
+
+def stored_training(name: str, seed: int, args: argparse.Namespace, threads: int) -> dict:
+    """:func:`train_run`, stored under ``--work-dir`` (run in a worker process with ``--jobs``)."""
+    return stored_run(run_path(name, seed, args), run_settings(name, seed, args),
+                      lambda: train_run(name, seed, args, threads))
 
 
 def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> dict:
@@ -129,8 +142,8 @@ def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> d
             optimizer.step()
             scheduler.step()
     seconds = time.perf_counter() - start
-    return dict(options=name, seed=seed, settings=settings(args), val=accuracy(model, val_x, val_y),
-                test=accuracy(model, test_x, test_y), seconds=seconds)
+    return dict(options=name, seed=seed, val=accuracy(model, val_x, val_y), test=accuracy(model, test_x, test_y),
+                seconds=seconds)
 
 
 def report(runs: List[dict], args: argparse.Namespace) -> str:
@@ -139,7 +152,7 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
     base_ops = stats[args.options[0]].ops
     rows = []
     for name in args.options:
-        mine = [r for r in runs if r["options"] == name]
+        mine = sorted((r for r in runs if r["options"] == name), key=lambda r: r["seed"])
         if not mine:
             continue
         vals, tests = [r["val"] for r in mine], [r["test"] for r in mine]
@@ -176,8 +189,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--jobs", type=positive_int, default=1, help="trainings run at once (processes)")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "work_dirs" / "benchmark_es_options",
-                        help="each finished run is appended to runs.jsonl there; a rerun with the same settings "
-                             "reuses them (stop and go on)")
+                        help="each finished run is stored there; a rerun with the same settings reuses it "
+                             "(stop and go on)")
     parser.add_argument("--out", type=Path, default=None, help="report file to write the section into")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: report the finished runs of --work-dir with these settings")
@@ -187,29 +200,25 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         split_indices(args.data_root, "test")
     except (OSError, ValueError) as err:
         parser.error(str(err))
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    log = args.work_dir / "runs.jsonl"
-    done = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
-    runs = [r for r in done if r.get("settings") == settings(args) and r["options"] in args.options
-            and r["seed"] in args.seeds]
+    pending = [(name, seed) for seed in args.seeds for name in args.options]
+    stored = [stored_result(run_path(name, seed, args), run_settings(name, seed, args)) for name, seed in pending]
+    runs = [run for run in stored if run is not None]
     if runs:
-        print(f"reusing {len(runs)} finished run(s) with the same settings from {log}")
-    jobs = [] if args.report_only else [(name, seed) for seed in args.seeds for name in args.options
-                                        if not any(r["options"] == name and r["seed"] == seed for r in runs)]
+        print(f"reusing {len(runs)} finished run(s) with the same settings from {args.work_dir}")
+    jobs = [] if args.report_only else [job for job, run in zip(pending, stored) if run is None]
     threads = max(1, (os.cpu_count() or 1) // args.jobs)  # per process with --jobs > 1
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) if args.jobs > 1 else nullcontext() as pool:
         if pool is None:
-            finished = (train_run(name, seed, args, torch.get_num_threads()) for name, seed in jobs)
+            finished = (stored_training(name, seed, args, torch.get_num_threads()) for name, seed in jobs)
         else:
-            finished = (f.result() for f in [pool.submit(train_run, name, seed, args, threads) for name, seed in jobs])
+            finished = (f.result() for f in [pool.submit(stored_training, name, seed, args, threads)
+                                             for name, seed in jobs])
         for run in finished:
             runs.append(run)
-            with log.open("a") as f:
-                f.write(json.dumps(run) + "\n")
             print(f"{run['options']} seed {run['seed']}: val {run['val']:.2f} test {run['test']:.2f} "
                   f"({run['seconds']:.0f} s)", flush=True)
     if not runs:
-        parser.error(f"no finished run with these settings in {log}")
+        parser.error(f"no finished run with these settings in {args.work_dir}")
     body = report(runs, args)
     if args.out is not None:
         write_section(args.out, "fashion-options", body)

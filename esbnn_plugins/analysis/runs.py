@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 
 def text_digest(text: str) -> str:
@@ -12,14 +12,21 @@ def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def stored_result(path: Path, settings: Dict[str, object]) -> Optional[Dict[str, object]]:
+    """The result :func:`stored_run` stored at ``path`` for equal ``settings``, or None."""
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    return stored if stored.pop("settings") == settings else None
+
+
 def stored_run(path: Path, settings: Dict[str, object], run: Callable[[], Dict[str, object]]) -> Dict[str, object]:
     """``run()``'s result (a JSON-serialisable dict without a ``settings`` key), read from ``path`` when a run with
     equal ``settings`` stored it there, else computed and stored beside ``settings``."""
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        if stored.pop("settings") == settings:
-            print(f"stored result reused: {path}", flush=True)
-            return stored
+    stored = stored_result(path, settings)
+    if stored is not None:
+        print(f"stored result reused: {path}", flush=True)
+        return stored
     result = run()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dict(result, settings=settings), indent=1))
