@@ -42,6 +42,15 @@ def test_profile_tool(tmp_path):
     assert "| total (profiled) |" in text and "Saved for backward (MiB)" in text
     parts = [line for line in text.splitlines() if line.startswith(("| convolutions |", "| everything else |"))]
     assert len(parts) == 4  # before and now, each split in two
+    # the eager convolutions by layer shape: stage 1's 3x3 convs (and the stem) read 8x8, write 8x8
+    row = next(line for line in text.splitlines() if line.startswith("| 8x8 -> 8x8, 3x3 |")).split(" | ")
+    assert row[-1] == "1->16 x1, 16->16 x6; 1->16 x1, 32->8 x6 |" and float(row[1]) > 0 and float(row[2]) > 0
+    # channels_last: its own section beside the NCHW one
+    run_tool("tools/profile_es.py", "--variants", "1", "2", "--batch", "2", "--input-size", "8", "--steps", "1",
+             "--top", "4", "--threads", "1", "--channels-last", "--out", str(tmp_path / "speed.md"))
+    text = (tmp_path / "speed.md").read_text()
+    assert "ResNet-20, 8x8x1, batch 2, 1 thread(s)" in text
+    assert "ResNet-20, 8x8x1, channels_last, batch 2, 1 thread(s)" in text
 
 
 def test_benchmark_sr_timing_only_trains_nothing_and_writes_nothing(tmp_path):

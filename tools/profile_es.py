@@ -1,7 +1,8 @@
 """What ES costs in training time and memory, and where the time goes: baseline, ES and ES+G side by side.
 
     python tools/profile_es.py [--depth 20] [--variants 1 2 2x2] [--input-size 28] [--in-channels 1]
-        [--batch 128] [--threads 1] [--steps 5] [--before DIR] [--compile] [--out docs/results/speed.md]
+        [--batch 128] [--threads 1] [--steps 5] [--before DIR] [--compile] [--channels-last]
+        [--out docs/results/speed.md]
 
 Times training steps (forward, backward, Adam) of the binary ResNet of each variant. Every implementation
 and variant runs once per round, ``--steps`` rounds, and each gets its median, so load on the machine
@@ -9,18 +10,21 @@ affects all alike. ``--before DIR`` adds the same networks built by another chec
 (e.g. ``git worktree add DIR main``) for a before/after table; ``--compile`` adds the current code under
 ``torch.compile``. Also reports the memory autograd holds for backward (distinct storages saved in one
 forward: the activations that make up the peak of a training step, plus the weights) and the
-``torch.profiler`` self CPU time per op of one step. With ``--out`` the tables replace this setting's
-section of that Markdown file.
+``torch.profiler`` self CPU time per op of one step, and the eager convolutions' time per layer shape
+(where ES's few-kernel convolutions cost more than the baseline's for the same MACs). With ``--out`` the
+tables replace this setting's section of that Markdown file.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import importlib.util
+import math
 import os
 import statistics
 import sys
 import time
+from collections import Counter, defaultdict
 from pathlib import Path
 from types import ModuleType
 from typing import Callable, Dict, List, Tuple
@@ -28,6 +32,7 @@ from typing import Callable, Dict, List, Tuple
 import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from esbnn_plugins import models as current_models
 from esbnn_plugins.analysis import format_table
@@ -50,6 +55,10 @@ def load_models(root: Path) -> ModuleType:
     return importlib.import_module("esbnn_before.models")
 
 
+def memory_format(args: argparse.Namespace) -> torch.memory_format:
+    return torch.channels_last if args.channels_last else torch.contiguous_format
+
+
 def build(models: ModuleType, args: argparse.Namespace) -> Dict[str, torch.nn.Module]:
     """One network per variant, each initialised from ``--seed``."""
     networks = {}
@@ -57,7 +66,7 @@ def build(models: ModuleType, args: argparse.Namespace) -> Dict[str, torch.nn.Mo
         torch.manual_seed(args.seed)
         networks[variant_label(expand_ratio, es_groups)] = models.ESBinaryResNet(
             depth=args.depth, in_channels=args.in_channels, expand_ratio=expand_ratio, es_groups=es_groups,
-            num_classes=10)
+            num_classes=10).to(memory_format=memory_format(args))
     return networks
 
 
@@ -116,6 +125,67 @@ def self_cpu_per_op(steps: Dict[str, Step]) -> Dict[str, Dict[str, float]]:
     return per_op
 
 
+ShapeKey = Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]
+"""A convolution layer's shape: input size, output size, kernel size."""
+
+
+class ConvolutionTimer(TorchDispatchMode):
+    """Wall ms of the eager convolutions, forward and backward, run under it, per layer shape; and each
+    shape's layers (counted on forward) as ``in->kernels[/groups]``."""
+
+    FORWARD, BACKWARD = torch.ops.aten.convolution.default, torch.ops.aten.convolution_backward.default
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ms: Dict[ShapeKey, float] = defaultdict(float)
+        self.layers: Dict[ShapeKey, Counter] = defaultdict(Counter)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func not in (self.FORWARD, self.BACKWARD):
+            return func(*args, **(kwargs or {}))
+        start = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        elapsed = (time.perf_counter() - start) * 1e3
+        x, weight, y = (args[0], args[1], out) if func is self.FORWARD else (args[1], args[2], args[0])
+        key = (tuple(x.shape[2:]), tuple(y.shape[2:]), tuple(weight.shape[2:]))
+        self.ms[key] += elapsed
+        if func is self.FORWARD:
+            groups = args[8]
+            self.layers[key][f"{x.shape[1]}->{weight.shape[0]}" + (f"/{groups}" if groups > 1 else "")] += 1
+        return out
+
+
+def convolutions_by_shape(step: Step, rounds: int = 3) -> Tuple[Dict[ShapeKey, float], Dict[ShapeKey, str]]:
+    """:class:`ConvolutionTimer`'s ms per layer shape of an eager ``step`` (the least of ``rounds`` steps), and
+    each shape's layers as ``in->kernels[/groups] xcount``."""
+    timers = []
+    for _ in range(rounds):
+        with ConvolutionTimer() as timer:
+            step()
+        timers.append(timer)
+    best = {key: min(timer.ms[key] for timer in timers) for key in timers[0].ms}
+    return best, {key: ", ".join(f"{shape} x{count}" for shape, count in shapes.items())
+                  for key, shapes in timers[0].layers.items()}
+
+
+def shape_table(timed: Dict[str, Tuple[Dict[ShapeKey, float], Dict[ShapeKey, str]]]) -> Tuple[List[str], List[list]]:
+    """Rows per layer shape (largest input first): ms per variant, ratios to the first, and the layers."""
+    labels = list(timed)
+    keys = sorted({key for ms, _ in timed.values() for key in ms},
+                  key=lambda k: (-math.prod(k[0]), -math.prod(k[1]), k))
+    headers = (["Input -> output, kernel"] + [f"{label} (ms)" for label in labels]
+               + [f"{label} / {labels[0]}" for label in labels[1:]] + ["Layers (in -> kernels[/groups] xcount)"])
+    rows = []
+    for key in keys:
+        ms = [timed[label][0].get(key, 0.0) for label in labels]
+        name = " -> ".join("x".join(map(str, size)) for size in key[:2]) + ", " + "x".join(map(str, key[2]))
+        rows.append([name] + ms + [m / ms[0] if ms[0] else "-" for m in ms[1:]]
+                    + ["; ".join(timed[label][1].get(key, "-") for label in labels)])
+    totals = [sum(timed[label][0].values()) for label in labels]
+    rows.append(["total"] + totals + [t / totals[0] for t in totals[1:]] + [""])
+    return headers, rows
+
+
 CONVOLUTION_OPS = ("aten::convolution_backward", "aten::mkldnn_convolution")
 """oneDNN's convolutions, forward and backward: at equal OPs the same arithmetic in every variant."""
 
@@ -151,12 +221,14 @@ def main() -> None:
     parser.add_argument("--top", type=positive_int, default=15, help="ops listed (default: 15)")
     parser.add_argument("--before", type=Path, help="checkout whose esbnn_plugins is timed as 'before'")
     parser.add_argument("--compile", action="store_true", help="also time the current code under torch.compile")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="networks and input in channels_last memory format (default: contiguous NCHW)")
     parser.add_argument("--out", type=Path, help="write the tables as Markdown to this file (own section)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     size = input_size(args)
-    x = torch.randn(args.batch, args.in_channels, size, size)
+    x = torch.randn(args.batch, args.in_channels, size, size).to(memory_format=memory_format(args))
     y = torch.arange(args.batch) % 10
     implementations = {"now": (current_models, False)}
     if args.before is not None:
@@ -171,6 +243,7 @@ def main() -> None:
     saved = {label: saved_for_backward_mb(model, x) for label, model in networks["now"].items()}
     per_op = {name: self_cpu_per_op({label: steps[name, label] for label in networks[name]})
               for name in implementations}
+    shapes = shape_table({label: convolutions_by_shape(steps["now", label]) for label in networks["now"]})
     load = max(load, os.getloadavg()[0])
 
     labels = list(networks["now"])
@@ -180,7 +253,9 @@ def main() -> None:
                  for label in labels]
     memory_headers = ["Network", "Saved for backward (MiB)", "Ratio"]
     memory_rows = [[label, saved[label], saved[label] / saved[labels[0]]] for label in labels]
-    title = (f"ResNet-{args.depth}, {size}x{size}x{args.in_channels}, batch {args.batch}, {args.threads} thread(s), "
+    layout = ", channels_last" if args.channels_last else ""
+    title = (f"ResNet-{args.depth}, {size}x{size}x{args.in_channels}{layout}, batch {args.batch}, "
+             f"{args.threads} thread(s), "
              f"median of {args.steps} interleaved rounds")
     # compiled steps list generated kernels by graph hash: only their split into convolutions and the rest
     tables = [(name, *op_table(ops, args.top)) for name, ops in per_op.items() if name != "now, compiled"]
@@ -188,7 +263,7 @@ def main() -> None:
              for name, ops in per_op.items()]
     print(f"\n{title} (load average up to {load:.1f})\n{format_table(step_headers, step_rows)}\n\n"
           f"{format_table(memory_headers, memory_rows)}")
-    for name, headers, rows in tables + parts:
+    for name, headers, rows in tables + parts + [("now, convolutions by layer shape", *shapes)]:
         print(f"\n{name}:\n{format_table(headers, rows)}")
     if args.out:
         body = (f"## {title}\n\nWritten by `tools/profile_es.py` on {time.strftime('%Y-%m-%d')}, load average up "
@@ -205,7 +280,11 @@ def main() -> None:
             body += (f"\nThe same profile, {name}, split into oneDNN's convolutions (forward and backward; at equal "
                      f"OPs the same arithmetic in every variant) and everything else (the per-channel work on the "
                      f"stream, `tau*g` times wider in ES):\n\n{format_table(headers, rows, markdown=True)}\n")
-        key = f"resnet{args.depth}-{size}x{size}x{args.in_channels}-batch{args.batch}-threads{args.threads}"
+        body += (f"\nThe convolutions, now, by layer shape: wall ms of oneDNN's forward and backward calls in one "
+                 f"eager step (the least of 3), summed over the layers of that shape (CPU capability "
+                 f"{torch.backends.cpu.get_cpu_capability()}):\n\n{format_table(*shapes, markdown=True)}\n")
+        key = (f"resnet{args.depth}-{size}x{size}x{args.in_channels}{'-channels-last' if args.channels_last else ''}"
+               f"-batch{args.batch}-threads{args.threads}")
         write_section(args.out, key, body, title="What ES costs in training time and memory")
         print(f"wrote {args.out}")
 
