@@ -426,7 +426,8 @@ def mnist_report(args: argparse.Namespace, parser: argparse.ArgumentParser, out:
     return (
         "## MNIST digits: baseline vs ES vs ES+G at equal BOPs\n\n"
         f"Written by `tools/benchmark_classification.py` on {time.strftime('%Y-%m-%d')} "
-        f"({torch.get_num_threads()} CPU threads). Binary ResNet-20 (Bi-Real units with the config's binarizers), MMPretrain runner, "
+        f"({torch.get_num_threads()} CPU threads). Binary ResNet-20 (Bi-Real units with the config's binarizers), "
+        "MMPretrain runner, "
         f"recipe of `configs/mmpretrain/es-resnet20-tau2_1xb64_mnist.py`, {mnist_epochs} epochs, seeds {seeds}; "
         "top-1 is the final validation accuracy, mean and standard deviation over seeds. "
         "Step time is the runner's mean iteration time.\n\n"
