@@ -416,7 +416,8 @@ def test_interrupted_run_resumes_and_annealing_ends_at_end_temperature_on_a_long
 
     def annealed_cfg(name, max_epochs):
         cfg = tiny_mnist_cfg(tmp_path, name, max_epochs)
-        cfg.model.backbone.update(act_binarizer="hard_sign", weight_binarizer="hard_sign")
+        # HardSign has no learnable shift to spread: the demo's spread thresholds go with RSign
+        cfg.model.backbone.update(act_binarizer="hard_sign", weight_binarizer="hard_sign", threshold_spread=None)
         cfg.custom_hooks = [dict(type="TemperatureAnnealingHook", end_temperature=1e-2)]
         return cfg
 
