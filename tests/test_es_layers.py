@@ -203,7 +203,7 @@ def test_networks_take_threshold_spread_and_name_what_is_wrong():
     shifts = {n: p for n, p in net.named_parameters() if n.endswith("shift.bias") and "act_binarizer" in n}
     assert shifts and all(torch.equal(p, dict(reference.named_parameters())[n]) for n, p in shifts.items())
     with pytest.raises(ValueError, match="ESBinaryResNet-20: threshold_spread=1.0: .*'stages.0.0.conv' binarizes "
-                                         "with ApproxSign"):
+                                         "with ApproxSign.*act_binarizer='rsign', or threshold_spread=None"):
         ESBinaryResNet(depth=20, in_channels=1, expand_ratio=2, threshold_spread=1.0)
     with pytest.raises(ValueError, match="ESBinaryResNet-20: threshold_spread must be a number > 0 or None, got 0"):
         ESBinaryResNet(depth=20, act_binarizer="rsign", threshold_spread=0)

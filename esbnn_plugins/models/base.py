@@ -42,7 +42,7 @@ def apply_threshold_spread(owner: str, module: nn.Module, spread: Optional[float
     try:
         spread_thresholds(module, spread)
     except ValueError as err:
-        raise ValueError(f"{owner}: threshold_spread={spread}: {err}") from None
+        raise ValueError(f"{owner}: threshold_spread={spread}: {err}, or threshold_spread=None") from None
 
 
 def shortcut_pool(stride: int) -> nn.Module:
