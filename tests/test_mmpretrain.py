@@ -350,7 +350,7 @@ def test_backbone_variant_is_the_configs_backbone_widened():
         torch.manual_seed(0)
         backbone = build_model(cfg).backbone.state_dict()
         torch.manual_seed(0)
-        standalone = backbone_variant(cfg.model.backbone, tau, es_groups, num_classes=10).state_dict()
+        standalone = backbone_variant(cfg.model.backbone, 10, expand_ratio=tau, es_groups=es_groups).state_dict()
         assert {k: v.shape for k, v in backbone.items()} == {
             k: v.shape for k, v in standalone.items() if not k.startswith("head.")}, (tau, es_groups)
         assert all(torch.equal(v, standalone[k]) for k, v in backbone.items()), (tau, es_groups)

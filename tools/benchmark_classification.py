@@ -249,7 +249,7 @@ def fashion_report(args: argparse.Namespace, parser: argparse.ArgumentParser, ou
         tau, g = variant or (1, 1)
         backbone = Config.fromfile(str(FASHION["fp" if variant is None else "one_step"])).model.backbone
         torch.manual_seed(0)
-        model = backbone_variant(backbone, tau, g, num_classes=10)
+        model = backbone_variant(backbone, 10, expand_ratio=tau, es_groups=g)
         stats[label] = (complexity(model, x[:1]), training_memory(model, x))
     base_report, base_memory = stats[networks[1][0]] if len(networks) > 1 else stats["full precision"]
     base_step = statistics.mean(r["step_time"] for r in results[(networks[1][0], "one step")])
@@ -404,7 +404,7 @@ def mnist_report(args: argparse.Namespace, parser: argparse.ArgumentParser, out:
                                      dict(expand_ratio=tau, es_groups=es_groups), options)
                        for seed in args.seeds]
             curves[(dataset, label)] = [r["accuracy"] for r in results]
-            report = complexity(backbone_variant(backbone, tau, es_groups, num_classes=10),
+            report = complexity(backbone_variant(backbone, 10, expand_ratio=tau, es_groups=es_groups),
                                 torch.zeros(1, channels, size, size))
             finals = [r["accuracy"][-1] for r in results]
             step = statistics.mean(r["step_time"] for r in results)

@@ -36,9 +36,9 @@ def main() -> None:
     backbone = cfg.model.backbone
     x = torch.zeros(1, backbone.in_channels, 28, 28)
     reports = {}
-    for tau, es_groups in ((1, 1), (backbone.expand_ratio, backbone.get("es_groups", 1))):
-        net = backbone_variant(backbone, tau, es_groups, cfg.model.head.num_classes)
-        reports[variant_label(tau, es_groups)] = complexity(net, x)
+    for widening in (dict(expand_ratio=1, es_groups=1), {}):  # the baseline, the config's network
+        net = backbone_variant(backbone, cfg.model.head.num_classes, **widening)
+        reports[variant_label(net.expand_ratio, net.es_groups)] = complexity(net, x)
     print("\nTrained ES binary ResNet-20, per-layer complexity (one 28x28 digit):")
     print(complexity(runner.model, x).table())
     base = reports["baseline"]

@@ -68,8 +68,8 @@ def build_variants(depth: int, variants: List[Tuple[int, int]], seed: int = 0, n
     return models
 
 
-def backbone_variant(backbone: Mapping, expand_ratio: int, es_groups: int, num_classes: int) -> ESBinaryResNet:
+def backbone_variant(backbone: Mapping, num_classes: int, **widening: int) -> ESBinaryResNet:
     """A config's ``ESBinaryResNet`` backbone (its settings, ``type`` dropped) as a standalone classifier of
-    ``num_classes``, widened to ``(expand_ratio, es_groups)``."""
+    ``num_classes``; ``widening`` (``expand_ratio``, ``es_groups``) overrides the config's."""
     settings = {key: value for key, value in backbone.items() if key != "type"}
-    return ESBinaryResNet(**dict(settings, expand_ratio=expand_ratio, es_groups=es_groups, num_classes=num_classes))
+    return ESBinaryResNet(**dict(settings, num_classes=num_classes, **widening))
