@@ -155,11 +155,15 @@ class ConvolutionTimer(TorchDispatchMode):
         return out
 
 
-def convolutions_by_shape(step: Step, rounds: int = 3) -> Tuple[Dict[ShapeKey, float], Dict[ShapeKey, str]]:
-    """:class:`ConvolutionTimer`'s ms per layer shape of an eager ``step`` (the least of ``rounds`` steps), and
-    each shape's layers as ``in->kernels[/groups] xcount``."""
+SHAPE_ROUNDS = 3
+"""Steps the convolutions by layer shape are timed over (each shape's least time is reported)."""
+
+
+def convolutions_by_shape(step: Step) -> Tuple[Dict[ShapeKey, float], Dict[ShapeKey, str]]:
+    """:class:`ConvolutionTimer`'s ms per layer shape of an eager ``step`` (the least of :data:`SHAPE_ROUNDS`
+    steps), and each shape's layers as ``in->kernels[/groups] xcount``."""
     timers = []
-    for _ in range(rounds):
+    for _ in range(SHAPE_ROUNDS):
         with ConvolutionTimer() as timer:
             step()
         timers.append(timer)
@@ -281,7 +285,7 @@ def main() -> None:
                      f"OPs the same arithmetic in every variant) and everything else (the per-channel work on the "
                      f"stream, `tau*g` times wider in ES):\n\n{format_table(headers, rows, markdown=True)}\n")
         body += (f"\nThe convolutions, now, by layer shape: wall ms of oneDNN's forward and backward calls in one "
-                 f"eager step (the least of 3), summed over the layers of that shape (CPU capability "
+                 f"eager step (the least of {SHAPE_ROUNDS}), summed over the layers of that shape (CPU capability "
                  f"{torch.backends.cpu.get_cpu_capability()}):\n\n{format_table(*shapes, markdown=True)}\n")
         key = (f"resnet{args.depth}-{size}x{size}x{args.in_channels}{'-channels-last' if args.channels_last else ''}"
                f"-batch{args.batch}-threads{args.threads}")
