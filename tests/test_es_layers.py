@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from esbnn_plugins.ops import (ESBinaryConv2d, ESBinaryLinear, ESConv2d, ESExpand, ESLinear, ESReduce, binary_sign,
                                expand, reduce)
@@ -53,8 +54,8 @@ def test_es_shapes_and_replication(tau, groups):
     kernels = 16 // tau
     base = plain_binary_conv(x, layer.weight, groups=groups)
     assert base.shape[1] == kernels
-    for copy in range(tau * tau * groups):
-        assert torch.equal(y[:, copy * kernels:(copy + 1) * kernels], base)
+    assert torch.equal(y, y[:, :kernels].repeat(1, tau * tau * groups, 1, 1))  # exact copies
+    torch.testing.assert_close(y[:, :kernels], base)  # 8 kernels on AVX-512: summed in another order (folded)
 
 
 def test_es_group_conv_matches_per_group_reference():
@@ -207,3 +208,75 @@ def test_networks_take_threshold_spread_and_name_what_is_wrong():
         ESBinaryResNet(depth=20, in_channels=1, expand_ratio=2, threshold_spread=1.0)
     with pytest.raises(ValueError, match="ESBinaryResNet-20: threshold_spread must be a number > 0 or None, got 0"):
         ESBinaryResNet(depth=20, act_binarizer="rsign", threshold_spread=0)
+
+
+class _ConvCalls(TorchDispatchMode):
+    """The (batch, groups) of each forward convolution run under it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.convolution.default:
+            self.calls.append((args[0].shape[0], args[8]))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_dense_es_conv_with_8_kernels_folds_pairs_of_samples_into_two_groups(monkeypatch, binary):
+    """AVX-512: 8 kernels (an odd multiple of 8) run as a two-group conv over sample pairs; same numbers."""
+    from esbnn_plugins.ops import es_layers
+
+    monkeypatch.setattr(es_layers, "_AVX512", True)
+    torch.manual_seed(0)
+    layer = (ESBinaryConv2d if binary else ESConv2d)(16, 16, 3, padding=1, bias=False, expand_ratio=2)
+    assert layer.weight.shape[0] == 8
+    x = torch.randn(4, 32, 6, 6)
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    weight = layer.weight.detach().clone().requires_grad_(True)
+    with _ConvCalls() as mode:
+        out = layer(x1)
+    assert mode.calls == [(2, 2)]
+    if binary:
+        ref = F.conv2d(layer.act_binarizer(x2), layer.weight_binarizer(weight), None, 1, 1)
+    else:
+        ref = F.conv2d(x2, weight, None, 1, 1)
+    ref = ref.repeat(1, 4, 1, 1)
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    ref.backward(grad)
+    torch.testing.assert_close(x1.grad, x2.grad)
+    torch.testing.assert_close(layer.weight.grad, weight.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_es_conv_batch_fold_only_where_it_pays_and_keeps_tau_1_exact(monkeypatch):
+    """Not folded: an odd batch, a channels_last input, tau = 1 (exactly ``nn.Conv2d``), 16 kernels, a
+    group conv, or a CPU without AVX-512."""
+    from esbnn_plugins.ops import es_layers
+
+    monkeypatch.setattr(es_layers, "_AVX512", True)
+    torch.manual_seed(0)
+    es = ESConv2d(16, 16, 3, padding=1, bias=False, expand_ratio=2)
+    cases = [(es, torch.randn(3, 32, 6, 6)),
+             (es, torch.randn(4, 32, 6, 6).to(memory_format=torch.channels_last)),
+             (ESConv2d(32, 32, 3, padding=1, bias=False, expand_ratio=2), torch.randn(4, 64, 6, 6)),
+             (ESConv2d(16, 16, 3, padding=1, groups=2, bias=False, expand_ratio=2), torch.randn(4, 32, 6, 6))]
+    for layer, x in cases:
+        with _ConvCalls() as mode:
+            out = layer(x)
+        assert mode.calls == [(x.shape[0], layer.groups)]
+        assert torch.equal(out, layer._replicate(F.conv2d(layer._group_major(x), layer.weight, None, 1, 1, 1,
+                                                          layer.groups), 1))
+    plain = nn.Conv2d(8, 8, 3, padding=1)
+    tau1 = ESConv2d(8, 8, 3, padding=1)
+    tau1.load_state_dict(plain.state_dict())
+    x = torch.randn(4, 8, 6, 6)
+    with _ConvCalls() as mode:
+        out = tau1(x)
+    assert mode.calls == [(4, 1)] and torch.equal(out, plain(x))
+    monkeypatch.setattr(es_layers, "_AVX512", False)
+    with _ConvCalls() as mode:
+        es(torch.randn(4, 32, 6, 6))
+    assert mode.calls == [(4, 1)]

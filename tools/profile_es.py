@@ -131,12 +131,14 @@ ShapeKey = Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]
 
 class ConvolutionTimer(TorchDispatchMode):
     """Wall ms of the eager convolutions, forward and backward, run under it, per layer shape; and each
-    shape's layers (counted on forward) as ``in->kernels[/groups]``."""
+    shape's layers (counted on forward) as ``in->kernels[/groups]``, plus ``(batch N)`` where a call's batch
+    is not the step's ``batch`` (ES's folded 8-kernel convs)."""
 
     FORWARD, BACKWARD = torch.ops.aten.convolution.default, torch.ops.aten.convolution_backward.default
 
-    def __init__(self) -> None:
+    def __init__(self, batch: int) -> None:
         super().__init__()
+        self.batch = batch
         self.ms: Dict[ShapeKey, float] = defaultdict(float)
         self.layers: Dict[ShapeKey, Counter] = defaultdict(Counter)
 
@@ -151,7 +153,8 @@ class ConvolutionTimer(TorchDispatchMode):
         self.ms[key] += elapsed
         if func is self.FORWARD:
             groups = args[8]
-            self.layers[key][f"{x.shape[1]}->{weight.shape[0]}" + (f"/{groups}" if groups > 1 else "")] += 1
+            layer = f"{x.shape[1]}->{weight.shape[0]}" + (f"/{groups}" if groups > 1 else "")
+            self.layers[key][layer + (f" (batch {x.shape[0]})" if x.shape[0] != self.batch else "")] += 1
         return out
 
 
@@ -159,12 +162,12 @@ SHAPE_ROUNDS = 3
 """Steps the convolutions by layer shape are timed over (each shape's least time is reported)."""
 
 
-def convolutions_by_shape(step: Step) -> Tuple[Dict[ShapeKey, float], Dict[ShapeKey, str]]:
-    """:class:`ConvolutionTimer`'s ms per layer shape of an eager ``step`` (the least of :data:`SHAPE_ROUNDS`
-    steps), and each shape's layers as ``in->kernels[/groups] xcount``."""
+def convolutions_by_shape(step: Step, batch: int) -> Tuple[Dict[ShapeKey, float], Dict[ShapeKey, str]]:
+    """:class:`ConvolutionTimer`'s ms per layer shape of an eager ``step`` of ``batch`` samples (the least of
+    :data:`SHAPE_ROUNDS` steps), and each shape's layers as ``in->kernels[/groups] xcount``."""
     timers = []
     for _ in range(SHAPE_ROUNDS):
-        with ConvolutionTimer() as timer:
+        with ConvolutionTimer(batch) as timer:
             step()
         timers.append(timer)
     best = {key: min(timer.ms[key] for timer in timers) for key in timers[0].ms}
@@ -247,7 +250,7 @@ def main() -> None:
     saved = {label: saved_for_backward_mb(model, x) for label, model in networks["now"].items()}
     per_op = {name: self_cpu_per_op({label: steps[name, label] for label in networks[name]})
               for name in implementations}
-    shapes = shape_table({label: convolutions_by_shape(steps["now", label]) for label in networks["now"]})
+    shapes = shape_table({label: convolutions_by_shape(steps["now", label], args.batch) for label in networks["now"]})
     load = max(load, os.getloadavg()[0])
 
     labels = list(networks["now"])
@@ -286,7 +289,8 @@ def main() -> None:
                      f"stream, `tau*g` times wider in ES):\n\n{format_table(headers, rows, markdown=True)}\n")
         body += (f"\nThe convolutions, now, by layer shape: wall ms of oneDNN's forward and backward calls in one "
                  f"eager step (the least of {SHAPE_ROUNDS}), summed over the layers of that shape (CPU capability "
-                 f"{torch.backends.cpu.get_cpu_capability()}):\n\n{format_table(*shapes, markdown=True)}\n")
+                 f"{torch.backends.cpu.get_cpu_capability()}; a layer run on a smaller batch is ES's dense conv with "
+                 f"an odd multiple of 8 kernels, which on AVX-512 folds pairs of samples into two conv groups):\n\n{format_table(*shapes, markdown=True)}\n")
         key = (f"resnet{args.depth}-{size}x{size}x{args.in_channels}{'-channels-last' if args.channels_last else ''}"
                f"-batch{args.batch}-threads{args.threads}")
         write_section(args.out, key, body, title="What ES costs in training time and memory")
