@@ -280,3 +280,22 @@ def test_es_conv_batch_fold_only_where_it_pays_and_keeps_tau_1_exact(monkeypatch
     with _ConvCalls() as mode:
         es(torch.randn(4, 32, 6, 6))
     assert mode.calls == [(4, 1)]
+
+
+def test_es_conv_batch_fold_is_left_to_eager_mode(monkeypatch):
+    """Under ``torch.compile`` (Inductor runs convs channels_last, where the fold is no view) the plain conv."""
+    from esbnn_plugins.ops import es_layers
+
+    monkeypatch.setattr(es_layers, "_AVX512", True)
+    layer = ESConv2d(16, 16, 3, padding=1, bias=False, expand_ratio=2)
+    groups = []
+
+    def recording(gm, example_inputs):
+        groups.extend(node.args[6] for node in gm.graph.nodes if node.target is torch.conv2d)
+        return gm.forward
+
+    torch._dynamo.reset()
+    x = torch.randn(4, 32, 6, 6)
+    out = torch.compile(layer, backend=recording, fullgraph=True)(x)
+    assert groups == [1]
+    assert torch.equal(out, F.conv2d(x, layer.weight, None, 1, 1).repeat(1, 4, 1, 1))

@@ -230,10 +230,11 @@ class ESConv2d(_ExpandShrink):
         """Whether the dense conv runs as a ``BATCH_FOLD``-group conv over samples folded into channels (a
         free view of an NCHW batch, the same MACs). oneDNN's AVX-512 convs compute 16 kernels at a time, so
         ES's 8 kernels (ResNet-20's first stage at tau=2) run padded to 16 at twice the cost; as groups of 8
-        they run unpadded. ``tau = 1`` stays the plain conv."""
+        they run unpadded. ``tau = 1`` stays the plain conv. Not under ``torch.compile``: Inductor runs the
+        convs channels_last, where the fold is no view (the compiled step was slower with it)."""
         return (_AVX512 and self.expand_ratio > 1 and self.groups * self.es_groups == 1
                 and weight.shape[0] % 16 == 8 and x.device.type == "cpu" and x.shape[0] % BATCH_FOLD == 0
-                and x.is_contiguous())
+                and x.is_contiguous() and not torch.compiler.is_compiling())
 
     def _weight(self) -> Tensor:
         return self.weight
