@@ -250,7 +250,8 @@ def main() -> None:
     saved = {label: saved_for_backward_mb(model, x) for label, model in networks["now"].items()}
     per_op = {name: self_cpu_per_op({label: steps[name, label] for label in networks[name]})
               for name in implementations}
-    shapes = shape_table({label: convolutions_by_shape(steps["now", label], args.batch) for label in networks["now"]})
+    shapes = shape_table({label: convolutions_by_shape(steps["now", label], args.batch)
+                          for label in networks["now"]})
     load = max(load, os.getloadavg()[0])
 
     labels = list(networks["now"])
@@ -290,7 +291,8 @@ def main() -> None:
         body += (f"\nThe convolutions, now, by layer shape: wall ms of oneDNN's forward and backward calls in one "
                  f"eager step (the least of {SHAPE_ROUNDS}), summed over the layers of that shape (CPU capability "
                  f"{torch.backends.cpu.get_cpu_capability()}; a layer run on a smaller batch is ES's dense conv with "
-                 f"an odd multiple of 8 kernels, which on AVX-512 folds pairs of samples into two conv groups):\n\n{format_table(*shapes, markdown=True)}\n")
+                 f"an odd multiple of 8 kernels, which on AVX-512 folds pairs of samples into two conv groups):"
+                 f"\n\n{format_table(*shapes, markdown=True)}\n")
         key = (f"resnet{args.depth}-{size}x{size}x{args.in_channels}{'-channels-last' if args.channels_last else ''}"
                f"-batch{args.batch}-threads{args.threads}")
         write_section(args.out, key, body, title="What ES costs in training time and memory")
