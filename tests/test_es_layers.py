@@ -253,7 +253,7 @@ def test_dense_es_conv_with_8_kernels_folds_pairs_of_samples_into_two_groups(mon
 
 def test_es_conv_batch_fold_only_where_it_pays_and_keeps_tau_1_exact(monkeypatch):
     """Not folded: an odd batch, a channels_last input, tau = 1 (exactly ``nn.Conv2d``), 16 kernels, a
-    group conv, or a CPU without AVX-512."""
+    group conv, ES groups, or a CPU without AVX-512."""
     from esbnn_plugins.ops import es_layers
 
     monkeypatch.setattr(es_layers, "_AVX512", True)
@@ -262,13 +262,15 @@ def test_es_conv_batch_fold_only_where_it_pays_and_keeps_tau_1_exact(monkeypatch
     cases = [(es, torch.randn(3, 32, 6, 6)),
              (es, torch.randn(4, 32, 6, 6).to(memory_format=torch.channels_last)),
              (ESConv2d(32, 32, 3, padding=1, bias=False, expand_ratio=2), torch.randn(4, 64, 6, 6)),
-             (ESConv2d(16, 16, 3, padding=1, groups=2, bias=False, expand_ratio=2), torch.randn(4, 32, 6, 6))]
+             (ESConv2d(16, 16, 3, padding=1, groups=2, bias=False, expand_ratio=2), torch.randn(4, 32, 6, 6)),
+             (ESConv2d(16, 48, 3, padding=1, bias=False, expand_ratio=2, es_groups=3), torch.randn(4, 96, 6, 6))]
     for layer, x in cases:
+        groups = layer.groups * layer.es_groups
         with _ConvCalls() as mode:
             out = layer(x)
-        assert mode.calls == [(x.shape[0], layer.groups)]
+        assert mode.calls == [(x.shape[0], groups)]
         assert torch.equal(out, layer._replicate(F.conv2d(layer._group_major(x), layer.weight, None, 1, 1, 1,
-                                                          layer.groups), 1))
+                                                          groups), 1))
     plain = nn.Conv2d(8, 8, 3, padding=1)
     tau1 = ESConv2d(8, 8, 3, padding=1)
     tau1.load_state_dict(plain.state_dict())
