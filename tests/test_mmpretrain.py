@@ -336,15 +336,12 @@ def test_bnext_through_mmpretrain_is_the_standalone_network():
     assert torch.allclose(classifier(x, mode="tensor"), standalone(x), atol=1e-6)
 
 
-# --- nothing lost: checkpoints, resume, annealing on the schedule actually run, student-only checkpoints ---
-
-
 def test_backbone_variant_is_the_configs_backbone_widened():
     """The tools' standalone network of a config's backbone: the classifier's backbone, with the variant's
     tau and g and the config's binarizers (RSign shifts, spread thresholds)."""
     from esbnn_plugins.analysis.variants import backbone_variant
 
-    cfg = load_cfg(ROOT / "configs/mmpretrain/es-resnet20-tau2_1xb64_mnist.py")
+    cfg = load_cfg(MNIST)
     for tau, es_groups in ((1, 1), (2, 1), (2, 2)):
         cfg.model.backbone.update(expand_ratio=tau, es_groups=es_groups)
         torch.manual_seed(0)
@@ -356,6 +353,9 @@ def test_backbone_variant_is_the_configs_backbone_widened():
         assert all(torch.equal(v, standalone[k]) for k, v in backbone.items()), (tau, es_groups)
     shifts = [v for k, v in standalone.items() if k.endswith("act_binarizer.shift.bias")]
     assert shifts and all(v.unique().numel() > 1 for v in shifts)  # RSign shifts, started spread
+
+
+# --- nothing lost: checkpoints, resume, annealing on the schedule actually run, student-only checkpoints ---
 
 MNIST = ROOT / "configs/mmpretrain/es-resnet20-tau2_1xb64_mnist.py"
 
