@@ -54,3 +54,8 @@ def test_tiny_run_stores_runs_and_writes_report(tmp_path, monkeypatch):
     monkeypatch.setitem(tool.OPTION_SETS, "baseline", dict(expand_ratio=1, act_binarizer="rsign"))
     tool.main(args + ["--options", "baseline"])
     assert stored()["baseline_seed0.json"]["settings"]["options"]["act_binarizer"] == "rsign"
+    # --section writes another recipe's table beside the default's, which stays
+    tool.main(args + ["--options", "baseline", "--report-only", "--section", "fashion-options-long"])
+    text = out.read_text()
+    assert "<!-- benchmark:fashion-options -->" in text and "<!-- benchmark:fashion-options-long -->" in text
+    assert text.count("## ES design options on Fashion-MNIST (all training images, 1 epochs)") == 2

@@ -53,6 +53,7 @@ OPTION_SETS: Dict[str, dict] = {
     "baseline + RSign": dict(expand_ratio=1, act_binarizer="rsign"),
     "ES + RSign": dict(expand_ratio=2, act_binarizer="rsign"),
     "ES + RSign, spread thresholds": dict(expand_ratio=2, act_binarizer="rsign", threshold_spread=1.0),
+    "ES + RSign, spread thresholds x0.5": dict(expand_ratio=2, act_binarizer="rsign", threshold_spread=0.5),
     "ES+G": dict(expand_ratio=2, es_groups=2),
     "ES+G + stem norm + widened classifier": dict(expand_ratio=2, es_groups=2, stem_norm_after_expand=True,
                                                  reduce_mode="none"),
@@ -163,7 +164,7 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
                      rep.fp_params, " ".join(str(r["seed"]) for r in mine)])
     print("\n" + format_table(HEADERS, rows))
     train = args.train_subset or "all"
-    return ("## ES design options on Fashion-MNIST\n\n"
+    return (f"## ES design options on Fashion-MNIST ({train} training images, {args.epochs} epochs)\n\n"
             f"Written by `tools/benchmark_es_options.py` on {time.strftime('%Y-%m-%d')} ({args.device}). Binary "
             f"ResNet-20 (core `ESBinaryResNet`, Bi-Real units) in a plain PyTorch loop with the recipe of the "
             f"Fashion-MNIST configs: {args.epochs} epochs, batch {args.batch_size}, Adam {args.lr:g} with cosine "
@@ -192,6 +193,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help="each finished run is stored there; a rerun with the same settings reuses it "
                              "(stop and go on)")
     parser.add_argument("--out", type=Path, default=None, help="report file to write the section into")
+    parser.add_argument("--section", default="fashion-options",
+                        help="key of the report's section (another recipe keeps its own table beside the default's)")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: report the finished runs of --work-dir with these settings")
     args = parser.parse_args(argv)
@@ -221,7 +224,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         parser.error(f"no finished run with these settings in {args.work_dir}")
     body = report(runs, args)
     if args.out is not None:
-        write_section(args.out, "fashion-options", body)
+        write_section(args.out, args.section, body)
         print(f"written to {args.out}")
 
 
