@@ -32,7 +32,7 @@ def test_tiny_run_stores_runs_and_writes_report(tmp_path, monkeypatch):
     work = tmp_path / "work"
 
     def stored():
-        return {path.name: json.loads(path.read_text()) for path in sorted(work.glob("*.json"))}
+        return {path.name: json.loads(path.read_text()) for path in sorted(work.rglob("*.json"))}
 
     runs = stored()
     assert list(runs) == ["baseline_seed0.json", "es-widened-classifier_seed0.json"]
@@ -54,8 +54,13 @@ def test_tiny_run_stores_runs_and_writes_report(tmp_path, monkeypatch):
     monkeypatch.setitem(tool.OPTION_SETS, "baseline", dict(expand_ratio=1, act_binarizer="rsign"))
     tool.main(args + ["--options", "baseline"])
     assert stored()["baseline_seed0.json"]["settings"]["options"]["act_binarizer"] == "rsign"
-    # --section writes another recipe's table beside the default's, which stays
-    tool.main(args + ["--options", "baseline", "--report-only", "--section", "fashion-options-long"])
+    # another recipe is stored in its own folder, beside this one's runs, and --section writes its table beside
+    # the default's, which stays
+    tool.main(args[:args.index("--epochs")] + ["--epochs", "2"] + args[args.index("--epochs") + 2:]
+              + ["--options", "baseline", "--section", "fashion-options-long"])
+    assert sorted(path.parent.name for path in work.rglob("baseline_seed0.json")) == [
+        "all-images_1-epochs_batch10_lr0.001_val1", "all-images_2-epochs_batch10_lr0.001_val1"]
     text = out.read_text()
     assert "<!-- benchmark:fashion-options -->" in text and "<!-- benchmark:fashion-options-long -->" in text
-    assert text.count("## ES design options on Fashion-MNIST (all training images, 1 epochs)") == 2
+    assert "## ES design options on Fashion-MNIST (all training images, 1 epochs)" in text
+    assert "## ES design options on Fashion-MNIST (all training images, 2 epochs)" in text

@@ -105,8 +105,11 @@ def run_settings(name: str, seed: int, args: argparse.Namespace) -> dict:
 
 
 def run_path(name: str, seed: int, args: argparse.Namespace) -> Path:
-    """Where the run of option set ``name`` and ``seed`` is stored, under ``--work-dir``."""
-    return args.work_dir / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}_seed{seed}.json"
+    """Where the run of option set ``name`` and ``seed`` is stored: a folder per recipe under ``--work-dir``, so
+    the runs of another recipe never replace these."""
+    recipe = (f"{args.train_subset or 'all'}-images_{args.epochs}-epochs_batch{args.batch_size}_lr{args.lr:g}"
+              f"_val{args.val_per_class}")
+    return args.work_dir / recipe / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}_seed{seed}.json"
 
 
 def stored_training(name: str, seed: int, args: argparse.Namespace, threads: int) -> dict:
@@ -190,8 +193,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--jobs", type=positive_int, default=1, help="trainings run at once (processes)")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "work_dirs" / "benchmark_es_options",
-                        help="each finished run is stored there; a rerun with the same settings reuses it "
-                             "(stop and go on)")
+                        help="each finished run is stored there, in a folder per recipe; a rerun with the same "
+                             "settings reuses it (stop and go on)")
     parser.add_argument("--out", type=Path, default=None, help="report file to write the section into")
     parser.add_argument("--section", default="fashion-options",
                         help="key of the report's section (another recipe keeps its own table beside the default's)")
