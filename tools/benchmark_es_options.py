@@ -16,6 +16,12 @@ class), the test split only reports. The options (METHOD.md section 2; official 
 Runs on CPU or CUDA (``--device``); ``--jobs N`` trains N runs at once in separate processes.
 
     python tools/benchmark_es_options.py --epochs 10 --seeds 0 1 2 --out docs/results/classification.md
+
+Each recipe (training images, epochs, batch, learning rate, validation size) stores its runs in its own folder;
+``--section`` gives another recipe's table its own place in the report:
+
+    python tools/benchmark_es_options.py --epochs 4 --options "baseline + RSign" "ES + RSign, spread thresholds" \
+        --section fashion-options-all-images --out docs/results/classification.md
 """
 from __future__ import annotations
 
