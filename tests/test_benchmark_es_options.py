@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from test_fashion_mnist import make_fashion
@@ -64,3 +65,9 @@ def test_tiny_run_stores_runs_and_writes_report(tmp_path, monkeypatch):
     assert "<!-- benchmark:fashion-options -->" in text and "<!-- benchmark:fashion-options-long -->" in text
     assert "## ES design options on Fashion-MNIST (all training images, 1 epochs)" in text
     assert "## ES design options on Fashion-MNIST (all training images, 2 epochs)" in text
+
+
+def test_section_of_another_benchmark_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        tool.main(["--section", "fashion", "--report-only"])
+    assert "--section 'fashion': expected 'fashion-options' or 'fashion-options-NAME'" in capsys.readouterr().err

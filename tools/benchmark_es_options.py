@@ -203,10 +203,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                              "settings reuses it (stop and go on)")
     parser.add_argument("--out", type=Path, default=None, help="report file to write the section into")
     parser.add_argument("--section", default="fashion-options",
-                        help="key of the report's section (another recipe keeps its own table beside the default's)")
+                        help="key of the report's section, fashion-options[-NAME] (another recipe keeps its own "
+                             "table beside the default's)")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: report the finished runs of --work-dir with these settings")
     args = parser.parse_args(argv)
+    if not re.fullmatch(r"fashion-options(-[a-z0-9]+)*", args.section):
+        parser.error(f"--section {args.section!r}: expected 'fashion-options' or 'fashion-options-NAME' (lowercase "
+                     "letters, digits, dashes), so the table never replaces another benchmark's section")
     try:
         split_indices(args.data_root, "train", args.val_per_class, args.train_subset)
         split_indices(args.data_root, "test")
