@@ -63,8 +63,8 @@ def test_tiny_run_stores_runs_and_writes_report(tmp_path, monkeypatch):
         "all-images_1-epochs_batch10_lr0.001_val1", "all-images_2-epochs_batch10_lr0.001_val1"]
     text = out.read_text()
     assert "<!-- benchmark:fashion-options -->" in text and "<!-- benchmark:fashion-options-long -->" in text
-    assert "## ES design options on Fashion-MNIST (all training images, 1 epochs)" in text
-    assert "## ES design options on Fashion-MNIST (all training images, 2 epochs)" in text
+    assert "## ES design options on Fashion-MNIST (all training images, 1 epochs, Adam 0.001)" in text
+    assert "## ES design options on Fashion-MNIST (all training images, 2 epochs, Adam 0.001)" in text
 
 
 def test_section_of_another_benchmark_is_refused(capsys):

@@ -173,7 +173,8 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
                      rep.fp_params, " ".join(str(r["seed"]) for r in mine)])
     print("\n" + format_table(HEADERS, rows))
     train = args.train_subset or "all"
-    return (f"## ES design options on Fashion-MNIST ({train} training images, {args.epochs} epochs)\n\n"
+    return (f"## ES design options on Fashion-MNIST ({train} training images, {args.epochs} epochs, "
+            f"Adam {args.lr:g})\n\n"
             f"Written by `tools/benchmark_es_options.py` on {time.strftime('%Y-%m-%d')} ({args.device}). Binary "
             f"ResNet-20 (core `ESBinaryResNet`, Bi-Real units) in a plain PyTorch loop with the recipe of the "
             f"Fashion-MNIST configs: {args.epochs} epochs, batch {args.batch_size}, Adam {args.lr:g} with cosine "
