@@ -57,10 +57,10 @@ def test_tiny_run_stores_runs_and_writes_report(tmp_path, monkeypatch):
     assert stored()["baseline_seed0.json"]["settings"]["options"]["act_binarizer"] == "rsign"
     # another recipe is stored in its own folder, beside this one's runs, and --section writes its table beside
     # the default's, which stays
-    tool.main(args[:args.index("--epochs")] + ["--epochs", "2"] + args[args.index("--epochs") + 2:]
-              + ["--options", "baseline", "--section", "fashion-options-long"])
+    tool.main(args + ["--epochs", "2", "--options", "baseline", "--section", "fashion-options-long"])
     assert sorted(path.parent.name for path in work.rglob("baseline_seed0.json")) == [
-        "all-images_1-epochs_batch10_lr0.001_val1", "all-images_2-epochs_batch10_lr0.001_val1"]
+        "epochs=1_train_subset=None_val_per_class=1_batch_size=10_lr=0.001",
+        "epochs=2_train_subset=None_val_per_class=1_batch_size=10_lr=0.001"]
     text = out.read_text()
     assert "<!-- benchmark:fashion-options -->" in text and "<!-- benchmark:fashion-options-long -->" in text
     assert "## ES design options on Fashion-MNIST (all training images, 1 epochs, Adam 0.001)" in text

@@ -102,20 +102,23 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
     return 100.0 * correct / len(y)
 
 
+def recipe(args: argparse.Namespace) -> dict:
+    """The training recipe: what, besides the option set and the seed, makes two runs comparable."""
+    return dict(epochs=args.epochs, train_subset=args.train_subset, val_per_class=args.val_per_class,
+                batch_size=args.batch_size, lr=args.lr)
+
+
 def run_settings(name: str, seed: int, args: argparse.Namespace) -> dict:
     """What makes two runs comparable (a finished run is reused when they match): the option set's options, the
-    seed and the recipe."""
-    return dict(options=OPTION_SETS[name], seed=seed, epochs=args.epochs, train_subset=args.train_subset,
-                val_per_class=args.val_per_class, batch_size=args.batch_size, lr=args.lr,
-                data_root=str(Path(args.data_root).resolve()))
+    seed, the recipe and the data."""
+    return dict(options=OPTION_SETS[name], seed=seed, **recipe(args), data_root=str(Path(args.data_root).resolve()))
 
 
 def run_path(name: str, seed: int, args: argparse.Namespace) -> Path:
     """Where the run of option set ``name`` and ``seed`` is stored: a folder per recipe under ``--work-dir``, so
     the runs of another recipe never replace these."""
-    recipe = (f"{args.train_subset or 'all'}-images_{args.epochs}-epochs_batch{args.batch_size}_lr{args.lr:g}"
-              f"_val{args.val_per_class}")
-    return args.work_dir / recipe / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}_seed{seed}.json"
+    folder = "_".join(f"{key}={value}" for key, value in recipe(args).items())
+    return args.work_dir / folder / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}_seed{seed}.json"
 
 
 def stored_training(name: str, seed: int, args: argparse.Namespace, threads: int) -> dict:
@@ -176,8 +179,8 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
     return (f"## ES design options on Fashion-MNIST ({train} training images, {args.epochs} epochs, "
             f"Adam {args.lr:g})\n\n"
             f"Written by `tools/benchmark_es_options.py` on {time.strftime('%Y-%m-%d')} ({args.device}). Binary "
-            f"ResNet-20 (core `ESBinaryResNet`, Bi-Real units) in a plain PyTorch loop with the recipe of the "
-            f"Fashion-MNIST configs: {args.epochs} epochs, batch {args.batch_size}, Adam {args.lr:g} with cosine "
+            f"ResNet-20 (core `ESBinaryResNet`, Bi-Real units) in a plain PyTorch loop with the Fashion-MNIST configs' "
+            f"optimizer, schedule and augmentation: {args.epochs} epochs, batch {args.batch_size}, Adam {args.lr:g} with cosine "
             f"decay, training images: {train}; validation: {10 * args.val_per_class} held out from train (the choice is made on it); "
             "test: the 10,000 official test images. Mean and standard deviation over seeds, after the last epoch; "
             f"train seconds per run (mean): {statistics.mean(r['seconds'] for r in runs):.0f}. "
