@@ -29,6 +29,19 @@ def test_tau1_is_the_baseline_layout():
     assert es.stages[0][0].bn.num_features == 32
 
 
+def test_widths_override_the_stage_widths():
+    wide = resnet20(num_classes=10, expand_ratio=2, widths=[32, 64, 128])
+    assert [stage[-1].conv.out_channels for stage in wide.stages] == [32, 64, 128]
+    assert wide.stages[0][0].conv.weight.shape == (16, 64, 3, 3) and wide.head[-1].in_features == 128
+    assert wide(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
+    default = resnet20(num_classes=10)
+    assert [stage[-1].conv.out_channels for stage in default.stages] == [16, 32, 64]
+    for bad in ((16, 32), (16, 32, 0), (16, 32.0, 64)):
+        with pytest.raises(ValueError, match=r"ESBinaryResNet-20: widths must be 3 integers >= 1 \(one per stage, "
+                                             r"default \(16, 32, 64\)\), got"):
+            resnet20(widths=bad)
+
+
 def test_bad_config_names_the_layer():
     with pytest.raises(ValueError, match=r"ESBinaryResNet-20 stages.0.0: ESBinaryConv2d\(in_channels=16, "
                                          r"out_channels=16, expand_ratio=3, es_groups=1\): out_channels=16 is not divisible by "

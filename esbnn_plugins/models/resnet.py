@@ -77,24 +77,31 @@ class ESBinaryResNet(ESNetwork):
     outputs listed in ``out_indices``, each reduced to nominal width (for a framework's neck and head).
     ``norm_layer(num_features)`` builds every normalisation layer (default ``nn.BatchNorm2d``);
     ``stem_norm_after_expand`` moves the stem's norm after the replication (:meth:`ESNetwork._stem_norm`);
-    ``threshold_spread`` spreads the copies' binarization thresholds at init (:class:`ESNetwork`).
+    ``threshold_spread`` spreads the copies' binarization thresholds at init (:class:`ESNetwork`);
+    ``widths`` overrides the depth's nominal stage widths (a wider ResNet-20, say ``(32, 64, 128)``).
     """
 
     def __init__(self, depth: int = 18, in_channels: int = 3, expand_ratio: int = 1, es_groups: int = 1,
                  act_binarizer: BinarizerCfg = "approx_sign", weight_binarizer: BinarizerCfg = "scaled_sign",
                  activation: str = "rprelu", reduce_mode: str = "slice", num_classes: Optional[int] = None,
                  out_indices: Optional[Sequence[int]] = None, norm_layer: NormLayer = nn.BatchNorm2d,
-                 stem_norm_after_expand: bool = False, threshold_spread: Optional[float] = None) -> None:
+                 stem_norm_after_expand: bool = False, threshold_spread: Optional[float] = None,
+                 widths: Optional[Sequence[int]] = None) -> None:
         super().__init__()
         if depth not in ARCHS:
             raise ValueError(f"ESBinaryResNet: depth must be one of {sorted(ARCHS)}, got {depth!r}")
+        arch = ARCHS[depth]
+        widths = arch["widths"] if widths is None else tuple(widths)
+        if len(widths) != len(arch["widths"]) or not all(
+                isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+            raise ValueError(f"ESBinaryResNet-{depth}: widths must be {len(arch['widths'])} integers >= 1 (one per "
+                             f"stage, default {arch['widths']}), got {widths!r}")
         if activation not in BLOCK_ACTIVATIONS:
             raise ValueError(f"ESBinaryResNet: activation must be one of {BLOCK_ACTIVATIONS}, got {activation!r}")
         self._init_stream(f"ESBinaryResNet-{depth}", expand_ratio, es_groups, reduce_mode, stem_norm_after_expand,
                           threshold_spread)
         self.depth = depth
-        arch = ARCHS[depth]
-        widths, blocks = arch["widths"], arch["blocks"]
+        blocks = arch["blocks"]
         if arch["stem"] == "cifar":
             self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
                                       self._stem_norm(norm_layer, widths[0]))
