@@ -4,12 +4,30 @@ available the caller's pure-PyTorch path is used, after one warning naming the k
 from __future__ import annotations
 
 import hashlib
+import time
 import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Dict, Optional, Sequence
 
 _built: Dict[str, Optional[ModuleType]] = {}
+STALE_LOCK_SECONDS = 900
+"""A build lock older than this is left by a killed build (a build takes a minute or two)."""
+
+
+def clear_stale_lock(name: str) -> None:
+    """Remove the ``lock`` file that a build of ``name`` killed midway leaves in torch's build folder (torch would
+    wait on it forever), once it is older than :data:`STALE_LOCK_SECONDS`, with a warning naming it."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+        lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+        age = time.time() - lock.stat().st_mtime
+    except (ImportError, OSError):  # no lock (the usual case), or a torch that keeps its builds elsewhere
+        return
+    if age > STALE_LOCK_SECONDS:
+        warnings.warn(f"esbnn_plugins: removing {lock}, left {age / 60:.0f} minutes ago by a build of {name!r} "
+                      "that did not finish (torch would wait on it forever)", RuntimeWarning, stacklevel=3)
+        lock.unlink(missing_ok=True)
 
 
 def load_extension(name: str, source: Path, fallback: str, headers: Sequence[Path] = ()) -> Optional[ModuleType]:
@@ -18,6 +36,7 @@ def load_extension(name: str, source: Path, fallback: str, headers: Sequence[Pat
     flags change, so their hash goes into the flags."""
     if name not in _built:
         digest = hashlib.sha1(b"".join(h.read_bytes() for h in headers)).hexdigest()[:12]
+        clear_stale_lock(name)
         try:
             from torch.utils.cpp_extension import load
             _built[name] = load(name=name, sources=[str(source)], extra_include_paths=[str(source.parent)],
