@@ -57,14 +57,22 @@ def test_tiny_run_stores_runs_and_writes_report(tmp_path, monkeypatch):
     assert stored()["baseline_seed0.json"]["settings"]["options"]["act_binarizer"] == "rsign"
     # another recipe is stored in its own folder, beside this one's runs, and --section writes its table beside
     # the default's, which stays
-    tool.main(args + ["--epochs", "2", "--options", "baseline", "--section", "fashion-options-long"])
+    tool.main(args + ["--epochs", "2", "--widths", "8", "16", "32", "--binary-weight-decay", "1e-05", "--options",
+                      "baseline", "--section", "fashion-options-long"])
+    recipe = "train_subset=None_val_per_class=1_batch_size=10_lr=0.001_weight_decay=5e-06_binary_weight_decay"
     assert sorted(path.parent.name for path in work.rglob("baseline_seed0.json")) == [
-        "epochs=1_train_subset=None_val_per_class=1_batch_size=10_lr=0.001",
-        "epochs=2_train_subset=None_val_per_class=1_batch_size=10_lr=0.001"]
+        f"epochs=1_{recipe}=0.0_widths=16-32-64", f"epochs=2_{recipe}=1e-05_widths=8-16-32"]
+    assert all(run["device"] == "cpu" for run in stored().values())
     text = out.read_text()
     assert "<!-- benchmark:fashion-options -->" in text and "<!-- benchmark:fashion-options-long -->" in text
-    assert "## ES design options on Fashion-MNIST (all training images, 1 epochs, Adam 0.001)" in text
-    assert "## ES design options on Fashion-MNIST (all training images, 2 epochs, Adam 0.001)" in text
+    assert ("## ES design options on Fashion-MNIST (all training images, 1 epochs, Adam 0.001, widths 16-32-64, "
+            "weight decay 5e-06/0)") in text
+    assert ("## ES design options on Fashion-MNIST (all training images, 2 epochs, Adam 0.001, widths 8-16-32, "
+            "weight decay 5e-06/1e-05)") in text
+    wide = next(line for line in text.split("fashion-options-long")[1].splitlines() if line.startswith("| baseline"))
+    assert wide.split("|")[11].strip().replace(",", "") == str(sum(  # binary params of the 8-16-32 network
+        m.weight.numel() for m in tool.build(tool.OPTION_SETS["baseline"], (8, 16, 32)).modules()
+        if getattr(m, "is_binary", False)))
 
 
 def test_section_of_another_benchmark_is_refused(capsys):

@@ -2,8 +2,9 @@
 
 Trains the core ``ESBinaryResNet`` (depth 20, Bi-Real units) in a plain PyTorch loop with the recipe of
 ``configs/mmpretrain/es-resnet20-tau1_1xb128_fashion-mnist.py`` (Adam 1e-3, cosine to 0, weight decay
-5e-6 except on latent binary weights, batch 128, random crop with 2-pixel padding and horizontal flip)
-for each option set and seed; every choice is read on the validation split (last 500 train images per
+5e-6 except on latent binary weights, batch 128, random crop with 2-pixel padding and horizontal flip;
+``--lr``, ``--weight-decay``, ``--binary-weight-decay`` and ``--widths`` change the recipe) for each option
+set and seed; every choice is read on the validation split (last 500 train images per
 class), the test split only reports. The options (METHOD.md section 2; official code leads):
 
 * ``stem_norm_after_expand``: the stem's BN over the ``C*tau*g`` replicated channels (ES-BNext);
@@ -47,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from esbnn_plugins.analysis import complexity, format_table, stored_result, stored_run, write_section  # noqa: E402
 from esbnn_plugins.analysis.variants import positive_int  # noqa: E402
 from esbnn_plugins.datasets.fashion_mnist import split_indices  # noqa: E402
-from esbnn_plugins.models import ESBinaryResNet  # noqa: E402
+from esbnn_plugins.models import ARCHS, ESBinaryResNet  # noqa: E402
 
 OPTION_SETS: Dict[str, dict] = {
     "baseline": dict(expand_ratio=1, es_groups=1),
@@ -69,8 +70,8 @@ HEADERS = ["Options", "tau", "g", "Val top-1 (%)", "Val std", "Test top-1 (%)", 
            "OPs ratio", "Binary params", "FP params", "Seeds"]
 
 
-def build(options: dict) -> ESBinaryResNet:
-    return ESBinaryResNet(depth=20, in_channels=1, num_classes=10, **options)
+def build(options: dict, widths: Sequence[int] = ARCHS[20]["widths"]) -> ESBinaryResNet:
+    return ESBinaryResNet(depth=20, in_channels=1, num_classes=10, widths=widths, **options)
 
 
 def tensors(args: argparse.Namespace, split: str, subset: Optional[int] = None):
@@ -105,7 +106,8 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
 def recipe(args: argparse.Namespace) -> dict:
     """The training recipe: what, besides the option set and the seed, makes two runs comparable."""
     return dict(epochs=args.epochs, train_subset=args.train_subset, val_per_class=args.val_per_class,
-                batch_size=args.batch_size, lr=args.lr)
+                batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                binary_weight_decay=args.binary_weight_decay, widths=list(args.widths))
 
 
 def run_settings(name: str, seed: int, args: argparse.Namespace) -> dict:
@@ -117,7 +119,8 @@ def run_settings(name: str, seed: int, args: argparse.Namespace) -> dict:
 def run_path(name: str, seed: int, args: argparse.Namespace) -> Path:
     """Where the run of option set ``name`` and ``seed`` is stored: a folder per recipe under ``--work-dir``, so
     the runs of another recipe never replace these."""
-    folder = "_".join(f"{key}={value}" for key, value in recipe(args).items())
+    folder = "_".join(f"{key}={'-'.join(map(str, value)) if isinstance(value, list) else value}"
+                      for key, value in recipe(args).items())
     return args.work_dir / folder / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}_seed{seed}.json"
 
 
@@ -136,11 +139,11 @@ def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> d
     train_x, train_y = tensors(args, "train", args.train_subset)
     val_x, val_y = tensors(args, "val")
     test_x, test_y = tensors(args, "test")
-    model = build(OPTION_SETS[name]).to(device)
+    model = build(OPTION_SETS[name], args.widths).to(device)
     latent = [m.weight for m in model.modules() if getattr(m, "is_binary", False)]
     others = [p for p in model.parameters() if all(p is not w for w in latent)]
-    optimizer = torch.optim.Adam([dict(params=others, weight_decay=5e-6), dict(params=latent, weight_decay=0.0)],
-                                 lr=args.lr)
+    optimizer = torch.optim.Adam([dict(params=others, weight_decay=args.weight_decay),
+                                  dict(params=latent, weight_decay=args.binary_weight_decay)], lr=args.lr)
     steps_per_epoch = math.ceil(len(train_y) / args.batch_size)
     total = steps_per_epoch * args.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
@@ -155,13 +158,15 @@ def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> d
             optimizer.step()
             scheduler.step()
     seconds = time.perf_counter() - start
+    where = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else torch.device(device).type
     return dict(options=name, seed=seed, val=accuracy(model, val_x, val_y), test=accuracy(model, test_x, test_y),
-                seconds=seconds)
+                seconds=seconds, device=where)
 
 
 def report(runs: List[dict], args: argparse.Namespace) -> str:
     x = torch.zeros(1, 1, 28, 28)
-    stats = {name: complexity(build(options), x) for name, options in OPTION_SETS.items() if name in args.options}
+    stats = {name: complexity(build(options, args.widths), x) for name, options in OPTION_SETS.items()
+             if name in args.options}
     base_ops = stats[args.options[0]].ops
     rows = []
     for name in args.options:
@@ -176,13 +181,16 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
                      rep.fp_params, " ".join(str(r["seed"]) for r in mine)])
     print("\n" + format_table(HEADERS, rows))
     train = args.train_subset or "all"
+    widths = "-".join(map(str, args.widths))
     return (f"## ES design options on Fashion-MNIST ({train} training images, {args.epochs} epochs, "
-            f"Adam {args.lr:g})\n\n"
-            f"Written by `tools/benchmark_es_options.py` on {time.strftime('%Y-%m-%d')} ({args.device}). Binary "
-            "ResNet-20 (core `ESBinaryResNet`, Bi-Real units) in a plain PyTorch loop with the Fashion-MNIST configs' "
-            f"optimizer, schedule and augmentation: {args.epochs} epochs, batch {args.batch_size}, Adam {args.lr:g} "
-            f"with cosine decay, training images: {train}; validation: {10 * args.val_per_class} held out from train "
-            "(the choice is made on it); "
+            f"Adam {args.lr:g}, widths {widths}, weight decay {args.weight_decay:g}/{args.binary_weight_decay:g})\n\n"
+            f"Written by `tools/benchmark_es_options.py` on {time.strftime('%Y-%m-%d')}, trained on "
+            f"{', '.join(sorted({r['device'] for r in runs}))}. Binary "
+            f"ResNet-20 (core `ESBinaryResNet`, Bi-Real units, stage widths {widths}) in a plain PyTorch loop with the "
+            f"Fashion-MNIST configs' schedule and augmentation: {args.epochs} epochs, batch {args.batch_size}, Adam "
+            f"{args.lr:g} with cosine decay, weight decay {args.weight_decay:g} ({args.binary_weight_decay:g} on the "
+            f"latent binary weights), training images: {train}; validation: {10 * args.val_per_class} held out from "
+            "train (the choice is made on it); "
             "test: the 10,000 official test images. Mean and standard deviation over seeds, after the last epoch; "
             f"train seconds per run (mean): {statistics.mean(r['seconds'] for r in runs):.0f}. "
             f"OPs = BOPs/64 + FLOPs, ratio to {args.options[0]!r}.\n\n"
@@ -201,6 +209,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--val-per-class", type=int, default=500, help="validation images held out per class")
     parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=5e-6, help="Adam's L2 on all but latent binary weights")
+    parser.add_argument("--binary-weight-decay", type=float, default=0.0, help="Adam's L2 on latent binary weights")
+    parser.add_argument("--widths", type=positive_int, nargs=3, default=list(ARCHS[20]["widths"]),
+                        help="ResNet-20's nominal stage widths")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--jobs", type=positive_int, default=1, help="trainings run at once (processes)")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "work_dirs" / "benchmark_es_options",
