@@ -209,8 +209,11 @@ class ESConv2d(_ExpandShrink):
         x = x.view(n, self.es_groups, self.expand_ratio, self.groups, self.in_channels // self.groups, h, w)
         return x.transpose(2, 3).reshape(n, self.in_width, h, w)
 
-    def conv(self, x: Tensor, weight: Tensor, padding: Optional[Tuple[int, int]] = None) -> Tensor:
-        """The shrunk (group) convolution alone, before replication; ``padding`` overrides the layer's."""
+    def conv(self, x: Tensor, weight: Tensor, padding: Optional[Tuple[int, int]] = None,
+             bias: Optional[Tensor] = None) -> Tensor:
+        """The shrunk (group) convolution alone, before replication; ``padding`` overrides the layer's. ``bias``
+        (only at ``tau = g = 1``, where nothing is replicated) goes into the conv as in ``nn.Conv2d``: adding
+        it afterwards rounds differently on some CPUs."""
         x = self._group_major(x)
         if padding is None and self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
@@ -224,7 +227,7 @@ class ESConv2d(_ExpandShrink):
             y = F.conv2d(x.view(n // BATCH_FOLD, BATCH_FOLD * x.shape[1], *x.shape[2:]),
                          weight.repeat(BATCH_FOLD, 1, 1, 1), None, self.stride, padding, self.dilation, BATCH_FOLD)
             return y.view(n, weight.shape[0], *y.shape[2:])
-        return F.conv2d(x, weight, None, self.stride, padding, self.dilation, self.groups * self.es_groups)
+        return F.conv2d(x, weight, bias, self.stride, padding, self.dilation, self.groups * self.es_groups)
 
     def _folds_batch(self, x: Tensor, weight: Tensor) -> bool:
         """Whether the dense conv runs as a ``BATCH_FOLD``-group conv over samples folded into channels (a
@@ -250,9 +253,12 @@ class ESConv2d(_ExpandShrink):
             raise ValueError(f"{self._describe()}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, "
                              f"got shape {tuple(x.shape)}")
         self._check_input(x, 1)
-        y = self._replicate(self.conv(self._input(x), self._weight()), 1)
-        if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1)
+        if self.replicas == 1:
+            y = self.conv(self._input(x), self._weight(), bias=self.bias)
+        else:
+            y = self._replicate(self.conv(self._input(x), self._weight()), 1)
+            if self.bias is not None:
+                y = y + self.bias.view(1, -1, 1, 1)
         return y.squeeze(0) if unbatched else y
 
     def extra_repr(self) -> str:
