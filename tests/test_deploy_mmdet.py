@@ -64,20 +64,28 @@ def close(have, want):
 @pytest.mark.parametrize("name", DIGIT_CONFIGS)
 def test_exported_detector_matches_the_training_detector_per_layer_and_end_to_end(name):
     cfg, model = build(name)
-    inputs, samples = batch(model)
     exported = export_detector(model)
     parts = {path.split(".")[0] for path, _ in deploy.packed_layers(exported)}
     assert parts == {"backbone", "neck", "rpn_head" if "faster" in name else "bbox_head"} | (
         {"roi_head"} if "faster" in name else set())
     assert sum(1 for _ in binary_layers(exported)) == 0 and binary_layers(model)[0][1].weight.requires_grad
 
+    inputs, samples = batch(model)
+
     def run(m):
         return m.predict(inputs, samples)
 
     # every binary conv/linear has its BN folded (BN2d in backbone, FPN and conv heads, BN1d in the box head)
     assert check_packed_layers(model, exported, run) == len(binary_layers(model))
-    # end to end, on an input where no binary input lies within rounding of 0 (checked: the precondition)
-    assert not any(sign_flips(model, exported, run).values())
+    # end to end, on an input where no binary input lies within rounding of 0 (the precondition: which inputs
+    # meet it depends on the CPU's rounding, so the first of a few seeded batches that meets it is used)
+    flips = {}
+    for seed in range(4):
+        inputs, samples = batch(model, seed=seed)
+        flips[seed] = {path: n for path, n in sign_flips(model, exported, run).items() if n}
+        if not flips[seed]:
+            break
+    assert not flips[seed], f"every batch has a binary input within rounding of 0: {flips}"
     with torch.no_grad():
         raw = [flat(m(inputs, samples, mode="tensor")) for m in (model, exported)]
         for want, have in zip(*raw):
