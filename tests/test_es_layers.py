@@ -95,7 +95,11 @@ def test_linear_layers():
         layer.weight.copy_(plain.weight)
         layer.bias.copy_(plain.bias)
     x = torch.randn(3, 5, 8)
-    assert torch.equal(layer(x), F.linear(x, plain.weight) + plain.bias)
+    assert torch.equal(layer(x), plain(x))
+    wide, wide_plain = ESLinear(256, 128), nn.Linear(256, 128)  # large enough for a blocked product
+    wide.load_state_dict(wide_plain.state_dict())
+    x = torch.randn(64, 256)
+    assert torch.equal(wide(x), wide_plain(x))
     grouped = ESLinear(4, 8, bias=False, expand_ratio=2, es_groups=2)
     x = torch.randn(3, 16)
     w = grouped.weight

@@ -333,10 +333,11 @@ class ESLinear(_ExpandShrink):
     def out_features(self) -> int:
         return self.out_channels
 
-    def linear(self, x: Tensor, weight: Tensor) -> Tensor:
-        """The shrunk (block-diagonal) linear alone, before replication."""
+    def linear(self, x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+        """The shrunk (block-diagonal) linear alone, before replication. ``bias`` (only at ``tau = g = 1``) goes
+        into the product as in ``nn.Linear``: adding it afterwards rounds differently on some CPUs."""
         if self.es_groups == 1:
-            return F.linear(x, weight)
+            return F.linear(x, weight, bias)
         g = self.es_groups
         y = torch.einsum("...gi,goi->...go", x.unflatten(-1, (g, -1)), weight.unflatten(0, (g, -1)))
         return y.flatten(-2)
@@ -349,6 +350,8 @@ class ESLinear(_ExpandShrink):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x, x.dim() - 1)
+        if self.replicas == 1:
+            return self.linear(self._input(x), self._weight(), bias=self.bias)
         y = self._replicate(self.linear(self._input(x), self._weight()), -1)
         if self.bias is not None:
             y = y + self.bias
