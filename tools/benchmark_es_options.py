@@ -70,7 +70,7 @@ HEADERS = ["Options", "tau", "g", "Val top-1 (%)", "Val std", "Test top-1 (%)", 
            "OPs ratio", "Binary params", "FP params", "Seeds"]
 
 
-def build(options: dict, widths: Sequence[int] = ARCHS[20]["widths"]) -> ESBinaryResNet:
+def build(options: dict, widths: Optional[Sequence[int]] = None) -> ESBinaryResNet:
     return ESBinaryResNet(depth=20, in_channels=1, num_classes=10, widths=widths, **options)
 
 
