@@ -79,3 +79,62 @@ def test_section_of_another_benchmark_is_refused(capsys):
     with pytest.raises(SystemExit):
         tool.main(["--section", "fashion", "--report-only"])
     assert "--section 'fashion': expected 'fashion-options' or 'fashion-options-NAME'" in capsys.readouterr().err
+
+
+def test_two_step_trains_the_teacher_first_then_step_2_from_step_1(tmp_path, monkeypatch, capsys):
+    make_fashion(tmp_path / "fashion", per_class=(4, 2))
+    out = tmp_path / "report.md"
+    calls = []
+
+    def recording_fit(model, args, generator, train_x, train_y, teacher=None):
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        seconds = fit(model, args, generator, train_x, train_y, teacher)
+        calls.append(dict(binary=any(getattr(m, "is_binary", False) for m in model.modules()),
+                          teacher=None if teacher is None else {k: v.clone() for k, v in teacher.state_dict().items()},
+                          start=start, end={k: v.clone() for k, v in model.state_dict().items()}))
+        return seconds
+
+    fit = tool.fit
+    monkeypatch.setattr(tool, "fit", recording_fit)
+    args = ["--data-root", str(tmp_path / "fashion"), "--val-per-class", "1", "--epochs", "1", "--seeds", "0",
+            "--device", "cpu", "--batch-size", "10", "--work-dir", str(tmp_path / "work"), "--out", str(out),
+            "--two-step", "--options", "ES tau=4 + RSign, spread thresholds", "--section", "fashion-options-kd"]
+    tool.main(args)
+    teacher_fit, step1, step2 = calls
+    assert teacher_fit["teacher"] is None and not teacher_fit["binary"]
+    assert not step1["binary"] and step2["binary"]  # step 1 real weights, step 2 fully binary
+    for step in (step1, step2):  # both distilled from the teacher as it ended its training
+        assert step["teacher"].keys() == teacher_fit["end"].keys()
+        assert all(torch.equal(step["teacher"][k], teacher_fit["end"][k]) for k in step["teacher"])
+    assert step2["start"].keys() == step1["end"].keys()
+    assert all(torch.equal(step2["start"][k], step1["end"][k]) for k in step2["start"])
+    work = tmp_path / "work"
+    one_step = "epochs=1_train_subset=None_val_per_class=1_batch_size=10_lr=0.001_weight_decay=5e-06_" \
+               "binary_weight_decay=0.0_widths=16-32-64"
+    assert sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file()) == [
+        f"{one_step}/full-precision_seed0.json", f"{one_step}/full-precision_seed0.pt",
+        f"{one_step}_two_step=True/es-tau-4-rsign-spread-thresholds_seed0.json"]
+    run = json.loads((work / f"{one_step}_two_step=True/es-tau-4-rsign-spread-thresholds_seed0.json").read_text())
+    assert run["settings"]["teacher"] == tool.OPTION_SETS["full precision"]
+    assert {"step1_val", "teacher_val"} <= set(run)
+    text = out.read_text()
+    assert ("## ES design options on Fashion-MNIST (all training images, 1 + 1 epochs, two-step + KD, Adam 0.001, "
+            "widths 16-32-64, weight decay 5e-06/0)") in text
+    assert "| ES tau=4 + RSign, spread thresholds | 4 | 1 |" in text
+    # a rerun reuses everything; without its weights the teacher is trained again
+    calls.clear()
+    tool.main(args)
+    assert calls == []
+    (work / one_step / "full-precision_seed0.pt").unlink()
+    (work / f"{one_step}_two_step=True/es-tau-4-rsign-spread-thresholds_seed0.json").unlink()
+    tool.main(args + ["--seeds", "0", "1"])
+    assert [c["teacher"] is None for c in calls] == [True, True, False, False, False, False]  # teachers first
+    # a teacher stored with other options is trained again, and so is every run it taught
+    calls.clear()
+    monkeypatch.setitem(tool.OPTION_SETS, "full precision", dict(tool.OPTION_SETS["full precision"],
+                                                                 stem_norm_after_expand=False))
+    tool.main(args)
+    assert [c["teacher"] is None for c in calls] == [True, False, False]
+    with pytest.raises(SystemExit):
+        tool.main(args[:-4] + ["--options", "full precision"])
+    assert "--two-step: 'full precision' is the teacher of the two-step recipe" in capsys.readouterr().err

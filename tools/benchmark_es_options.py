@@ -12,7 +12,13 @@ class), the test split only reports. The options (METHOD.md section 2; official 
   reads the whole widened stream, ES-ReActNet-A);
 * ``act_binarizer='rsign'`` (a learnable shift before each sign, ReActNet), and with it
   the network option ``threshold_spread``: the shifts of the ``tau*tau*g`` copies start at spread normal
-  quantiles (:func:`esbnn_plugins.ops.stream.spread_thresholds`, ours), so the copies differ from the first step.
+  quantiles (:func:`esbnn_plugins.ops.stream.spread_thresholds`, ours), so the copies differ from the first step;
+* a larger expansion, ``expand_ratio=4``;
+* ``full precision``: real activations and weights, the reference and the two-step recipe's teacher.
+
+``--two-step`` trains each option set with the paper's two-step recipe with distillation (METHOD.md section 5):
+step 1 real weights, step 2 fully binary from step 1, both distilled from the full-precision run of the same seed
+and recipe, which is trained first when missing.
 
 Runs on CPU or CUDA (``--device``); ``--jobs N`` trains N runs at once in separate processes.
 
@@ -37,7 +43,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +70,10 @@ OPTION_SETS: Dict[str, dict] = {
     "ES+G": dict(expand_ratio=2, es_groups=2),
     "ES+G + stem norm + widened classifier": dict(expand_ratio=2, es_groups=2, stem_norm_after_expand=True,
                                                  reduce_mode="none"),
+    "ES tau=4 + RSign, spread thresholds": dict(expand_ratio=4, act_binarizer="rsign", threshold_spread=1.0),
+    "full precision": dict(act_binarizer="real", weight_binarizer="real"),
 }
+TEACHER = "full precision"  # the two-step recipe's teacher, as resnet20-fp_1xb128_fashion-mnist.py
 MEAN, STD = 72.94, 90.02  # pixel statistics of configs/mmpretrain/_base_/fashion_mnist.py
 HEADERS = ["Options", "tau", "g", "Val top-1 (%)", "Val std", "Test top-1 (%)", "Test std", "BOPs", "FLOPs",
            "OPs ratio", "Binary params", "FP params", "Seeds"]
@@ -96,10 +105,12 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+    """Top-1 in eval mode; the model is left in the mode it was in."""
+    training = model.training
     model.eval()
     correct = sum((model((x[i:i + batch] - MEAN) / STD).argmax(1) == y[i:i + batch]).sum().item()
                   for i in range(0, len(y), batch))
-    model.train()
+    model.train(training)
     return 100.0 * correct / len(y)
 
 
@@ -107,13 +118,21 @@ def recipe(args: argparse.Namespace) -> dict:
     """The training recipe: what, besides the option set and the seed, makes two runs comparable."""
     return dict(epochs=args.epochs, train_subset=args.train_subset, val_per_class=args.val_per_class,
                 batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                binary_weight_decay=args.binary_weight_decay, widths=list(args.widths))
+                binary_weight_decay=args.binary_weight_decay, widths=list(args.widths),
+                **(dict(two_step=True) if args.two_step else {}))
+
+
+def one_step(args: argparse.Namespace) -> argparse.Namespace:
+    """The one-step recipe of ``args``: the one the two-step recipe's teacher is trained with."""
+    return argparse.Namespace(**{**vars(args), "two_step": False})
 
 
 def run_settings(name: str, seed: int, args: argparse.Namespace) -> dict:
     """What makes two runs comparable (a finished run is reused when they match): the option set's options, the
-    seed, the recipe and the data."""
-    return dict(options=OPTION_SETS[name], seed=seed, **recipe(args), data_root=str(Path(args.data_root).resolve()))
+    seed, the recipe, the data and, two-step, the teacher's options."""
+    teacher = dict(teacher=OPTION_SETS[TEACHER]) if args.two_step else {}
+    return dict(options=OPTION_SETS[name], seed=seed, **recipe(args), data_root=str(Path(args.data_root).resolve()),
+                **teacher)
 
 
 def run_path(name: str, seed: int, args: argparse.Namespace) -> Path:
@@ -124,22 +143,29 @@ def run_path(name: str, seed: int, args: argparse.Namespace) -> Path:
     return args.work_dir / folder / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}_seed{seed}.json"
 
 
+def teacher_weights(seed: int, args: argparse.Namespace) -> Path:
+    """Where the full-precision run of ``seed`` under the one-step recipe of ``args`` keeps its weights."""
+    return run_path(TEACHER, seed, one_step(args)).with_suffix(".pt")
+
+
+def teacher_ready(seed: int, args: argparse.Namespace) -> bool:
+    """Whether the teacher of ``seed`` is trained, with this recipe and data, and kept its weights."""
+    settings = run_settings(TEACHER, seed, one_step(args))
+    return stored_result(run_path(TEACHER, seed, one_step(args)), settings) is not None and \
+        teacher_weights(seed, args).is_file()
+
+
 def stored_training(name: str, seed: int, args: argparse.Namespace, threads: int) -> dict:
     """:func:`train_run`, stored under ``--work-dir`` (run in a worker process with ``--jobs``)."""
     return stored_run(run_path(name, seed, args), run_settings(name, seed, args),
                       lambda: train_run(name, seed, args, threads))
 
 
-def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> dict:
-    """One training of option set ``name``; returns its final validation and test top-1."""
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    device = args.device
-    train_x, train_y = tensors(args, "train", args.train_subset)
-    val_x, val_y = tensors(args, "val")
-    test_x, test_y = tensors(args, "test")
-    model = build(OPTION_SETS[name], args.widths).to(device)
+def fit(model: torch.nn.Module, args: argparse.Namespace, generator: torch.Generator, train_x: torch.Tensor,
+        train_y: torch.Tensor, teacher: Optional[torch.nn.Module] = None) -> float:
+    """Train ``model`` with the recipe (Adam, cosine to 0, weight decay apart on latent binary weights); the loss is
+    the cross-entropy or, with a ``teacher``, the KL divergence from its class distribution (T = 1, no label
+    loss: the ``*_kd-step*`` configs' ``DistillImageClassifier``, ReActNet section 4.3). Returns the seconds."""
     latent = [m.weight for m in model.modules() if getattr(m, "is_binary", False)]
     others = [p for p in model.parameters() if all(p is not w for w in latent)]
     optimizer = torch.optim.Adam([dict(params=others, weight_decay=args.weight_decay),
@@ -149,18 +175,55 @@ def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> d
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
     start = time.perf_counter()
     for _ in range(args.epochs):
-        order = torch.randperm(len(train_y), generator=generator).to(device)
+        order = torch.randperm(len(train_y), generator=generator).to(train_y.device)
         for i in range(0, len(order), args.batch_size):
             batch = order[i:i + args.batch_size]
-            loss = F.cross_entropy(model(augment(train_x[batch], generator)), train_y[batch])
+            inputs = augment(train_x[batch], generator)
+            logits = model(inputs)
+            if teacher is None:
+                loss = F.cross_entropy(logits, train_y[batch])
+            else:
+                with torch.no_grad():
+                    target = F.softmax(teacher(inputs), dim=1)
+                loss = F.kl_div(F.log_softmax(logits, dim=1), target, reduction="batchmean")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-    seconds = time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> dict:
+    """One training of option set ``name``; returns its final validation and test top-1. Two-step (METHOD.md
+    section 5): step 1 with real weights, step 2 fully binary from step 1's weights, both ``args.epochs`` long and
+    distilled from the seed's full-precision run (:func:`teacher_weights`). The full-precision run keeps its
+    weights for that."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    device = args.device
+    train_x, train_y = tensors(args, "train", args.train_subset)
+    val_x, val_y = tensors(args, "val")
+    test_x, test_y = tensors(args, "test")
+    model = build(OPTION_SETS[name], args.widths).to(device)
+    steps = {}
+    if args.two_step:
+        teacher = build(OPTION_SETS[TEACHER], args.widths).to(device)
+        teacher.load_state_dict(torch.load(teacher_weights(seed, args), map_location=device))
+        teacher.eval()
+        step1 = build(dict(OPTION_SETS[name], weight_binarizer="real"), args.widths).to(device)
+        seconds = fit(step1, args, generator, train_x, train_y, teacher)
+        steps = dict(step1_val=accuracy(step1, val_x, val_y), teacher_val=accuracy(teacher, val_x, val_y))
+        model.load_state_dict(step1.state_dict())
+        seconds += fit(model, args, generator, train_x, train_y, teacher)
+    else:
+        seconds = fit(model, args, generator, train_x, train_y)
+        if name == TEACHER:
+            teacher_weights(seed, args).parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), teacher_weights(seed, args))
     where = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else torch.device(device).type
     return dict(options=name, seed=seed, val=accuracy(model, val_x, val_y), test=accuracy(model, test_x, test_y),
-                seconds=seconds, device=where)
+                seconds=seconds, device=where, **steps)
 
 
 def report(runs: List[dict], args: argparse.Namespace) -> str:
@@ -182,7 +245,18 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
     print("\n" + format_table(HEADERS, rows))
     train = args.train_subset or "all"
     widths = "-".join(map(str, args.widths))
-    return (f"## ES design options on Fashion-MNIST ({train} training images, {args.epochs} epochs, "
+    epochs, two_step = str(args.epochs), ""
+    if args.two_step:
+        epochs, two_step = f"{args.epochs} + {args.epochs}", (
+            f"Two-step + KD (METHOD.md section 5, the `*_kd-step*` configs' recipe): step 1 with real weights, step 2 "
+            f"fully binary from step 1's weights, {args.epochs} epochs each, both distilled (KL divergence, T = 1, no "
+            "label loss) from the full-precision network of the same seed trained one step with this recipe "
+            f"(validation top-1 {statistics.mean(r['teacher_val'] for r in runs):.2f}, mean over seeds); step 1 "
+            "ended at validation top-1 "
+            + ", ".join(f"{name} {statistics.mean(r['step1_val'] for r in runs if r['options'] == name):.2f}"
+                        for name in args.options if any(r["options"] == name for r in runs)) + ". ")
+    return (f"## ES design options on Fashion-MNIST ({train} training images, {epochs} epochs"
+            f"{', two-step + KD' if args.two_step else ''}, "
             f"Adam {args.lr:g}, widths {widths}, weight decay {args.weight_decay:g}/{args.binary_weight_decay:g})\n\n"
             f"Written by `tools/benchmark_es_options.py` on {time.strftime('%Y-%m-%d')}, trained on "
             f"{', '.join(sorted({r['device'] for r in runs}))}. Binary "
@@ -193,16 +267,28 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
             "train (the choice is made on it); "
             "test: the 10,000 official test images. Mean and standard deviation over seeds, after the last epoch; "
             f"train seconds per run (mean): {statistics.mean(r['seconds'] for r in runs):.0f}. "
-            f"OPs = BOPs/64 + FLOPs, ratio to {args.options[0]!r}.\n\n"
+            f"{two_step}OPs = BOPs/64 + FLOPs, ratio to {args.options[0]!r}.\n\n"
             f"{format_table(HEADERS, rows, markdown=True)}\n")
+
+
+def train_all(jobs: List[tuple], args: argparse.Namespace) -> Iterator[dict]:
+    """The stored trainings of ``jobs`` (option set, seed), ``--jobs`` at once in worker processes."""
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)  # per process with --jobs > 1
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) if args.jobs > 1 else nullcontext() as pool:
+        if pool is None:
+            yield from (stored_training(name, seed, args, torch.get_num_threads()) for name, seed in jobs)
+        else:
+            yield from (f.result() for f in [pool.submit(stored_training, name, seed, args, threads)
+                                             for name, seed in jobs])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", type=Path, default=ROOT / "data" / "fashion-mnist",
                         help="folder with the four Fashion-MNIST idx files (`make data`)")
-    parser.add_argument("--options", nargs="+", default=list(OPTION_SETS), choices=list(OPTION_SETS),
-                        metavar="NAME", help=f"option sets, the first is the reference (default: all: {list(OPTION_SETS)})")
+    parser.add_argument("--options", nargs="+", choices=list(OPTION_SETS), metavar="NAME",
+                        help=f"option sets, the first is the reference (default: all: {list(OPTION_SETS)}; "
+                             f"--two-step: all but {TEACHER!r})")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=positive_int, default=10)
     parser.add_argument("--train-subset", type=positive_int, default=None, help="first N training images (default: all)")
@@ -213,6 +299,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--binary-weight-decay", type=float, default=0.0, help="Adam's L2 on latent binary weights")
     parser.add_argument("--widths", type=positive_int, nargs=3, default=list(ARCHS[20]["widths"]),
                         help="ResNet-20's nominal stage widths")
+    parser.add_argument("--two-step", action="store_true",
+                        help="the paper's two-step recipe with distillation from the full-precision run of the same "
+                             "seed (trained first when missing); --epochs per step")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--jobs", type=positive_int, default=1, help="trainings run at once (processes)")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "work_dirs" / "benchmark_es_options",
@@ -228,6 +317,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if not re.fullmatch(r"fashion-options(-[a-z0-9]+)*", args.section):
         parser.error(f"--section {args.section!r}: expected 'fashion-options' or 'fashion-options-NAME' (lowercase "
                      "letters, digits, dashes), so the table never replaces another benchmark's section")
+    args.options = args.options or [name for name in OPTION_SETS if not (args.two_step and name == TEACHER)]
+    if args.two_step and TEACHER in args.options:
+        parser.error(f"--two-step: {TEACHER!r} is the teacher of the two-step recipe (its one-step run), not an "
+                     "option set to train in two steps")
     try:
         split_indices(args.data_root, "train", args.val_per_class, args.train_subset)
         split_indices(args.data_root, "test")
@@ -239,17 +332,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if runs:
         print(f"reusing {len(runs)} finished run(s) with the same settings from {args.work_dir}")
     jobs = [] if args.report_only else [job for job, run in zip(pending, stored) if run is None]
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)  # per process with --jobs > 1
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) if args.jobs > 1 else nullcontext() as pool:
-        if pool is None:
-            finished = (stored_training(name, seed, args, torch.get_num_threads()) for name, seed in jobs)
-        else:
-            finished = (f.result() for f in [pool.submit(stored_training, name, seed, args, threads)
-                                             for name, seed in jobs])
-        for run in finished:
-            runs.append(run)
-            print(f"{run['options']} seed {run['seed']}: val {run['val']:.2f} test {run['test']:.2f} "
-                  f"({run['seconds']:.0f} s)", flush=True)
+    if args.two_step and jobs:
+        teachers = sorted({seed for _, seed in jobs if not teacher_ready(seed, args)})
+        for seed in teachers:  # a stored result without its weights is trained again
+            run_path(TEACHER, seed, one_step(args)).unlink(missing_ok=True)
+        for run in train_all([(TEACHER, seed) for seed in teachers], one_step(args)):
+            print(f"teacher seed {run['seed']}: val {run['val']:.2f} test {run['test']:.2f}", flush=True)
+    for run in train_all(jobs, args):
+        runs.append(run)
+        print(f"{run['options']} seed {run['seed']}: val {run['val']:.2f} test {run['test']:.2f} "
+              f"({run['seconds']:.0f} s)", flush=True)
     if not runs:
         parser.error(f"no finished run with these settings in {args.work_dir}")
     body = report(runs, args)
