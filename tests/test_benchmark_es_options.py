@@ -120,7 +120,7 @@ def test_two_step_trains_the_teacher_first_then_step_2_from_step_1(tmp_path, mon
     text = out.read_text()
     assert ("## ES design options on Fashion-MNIST (all training images, 1 + 1 epochs, two-step + KD, Adam 0.001, "
             "widths 16-32-64, weight decay 5e-06/0)") in text
-    assert "| ES tau=4 + RSign, spread thresholds | 4 | 1 |" in text
+    assert "| ES tau=4 + RSign, spread thresholds | 4 | 1 |" in text and "recipe (on cpu; validation top-1" in text
     # a rerun reuses everything; without its weights the teacher is trained again
     calls.clear()
     tool.main(args)

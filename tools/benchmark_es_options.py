@@ -13,7 +13,7 @@ class), the test split only reports. The options (METHOD.md section 2; official 
 * ``act_binarizer='rsign'`` (a learnable shift before each sign, ReActNet), and with it
   the network option ``threshold_spread``: the shifts of the ``tau*tau*g`` copies start at spread normal
   quantiles (:func:`esbnn_plugins.ops.stream.spread_thresholds`, ours), so the copies differ from the first step;
-* a larger expansion, ``expand_ratio=4``;
+* a larger expansion, ``expand_ratio`` 3 (stage widths divisible by 3, e.g. ``--widths 24 48 96``) or 4;
 * ``full precision``: real activations and weights, the reference and the two-step recipe's teacher.
 
 ``--two-step`` trains each option set with the paper's two-step recipe with distillation (METHOD.md section 5):
@@ -70,6 +70,7 @@ OPTION_SETS: Dict[str, dict] = {
     "ES+G": dict(expand_ratio=2, es_groups=2),
     "ES+G + stem norm + widened classifier": dict(expand_ratio=2, es_groups=2, stem_norm_after_expand=True,
                                                  reduce_mode="none"),
+    "ES tau=3 + RSign, spread thresholds": dict(expand_ratio=3, act_binarizer="rsign", threshold_spread=1.0),
     "ES tau=4 + RSign, spread thresholds": dict(expand_ratio=4, act_binarizer="rsign", threshold_spread=1.0),
     "full precision": dict(act_binarizer="real", weight_binarizer="real"),
 }
@@ -247,13 +248,16 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
     widths = "-".join(map(str, args.widths))
     epochs, two_step = str(args.epochs), ""
     if args.two_step:
+        teachers = [stored_result(run_path(TEACHER, seed, one_step(args)), run_settings(TEACHER, seed, one_step(args)))
+                    for seed in sorted({r["seed"] for r in runs})]
+        trained_on = ", ".join(sorted({t["device"] for t in teachers if t is not None})) or "no stored run left"
         epochs, two_step = f"{args.epochs} + {args.epochs}", (
             f"Two-step + KD (METHOD.md section 5, the `*_kd-step*` configs' recipe): step 1 with real weights, step 2 "
             f"fully binary from step 1's weights, {args.epochs} epochs each, both distilled (KL divergence, T = 1, no "
-            "label loss) from the full-precision network of the same seed trained one step with this recipe "
-            f"(validation top-1 {statistics.mean(r['teacher_val'] for r in runs):.2f}, mean over seeds); step 1 "
-            "ended at validation top-1 "
-            + ", ".join(f"{name} {statistics.mean(r['step1_val'] for r in runs if r['options'] == name):.2f}"
+            f"label loss) from the full-precision network of the same seed trained one step with this recipe (on "
+            f"{trained_on}; validation top-1 {statistics.mean(r['teacher_val'] for r in runs):.2f}, mean over "
+            "seeds); step 1 ended at validation top-1 "
+            + ", ".join(f"{name!r} {statistics.mean(r['step1_val'] for r in runs if r['options'] == name):.2f}"
                         for name in args.options if any(r["options"] == name for r in runs)) + ". ")
     return (f"## ES design options on Fashion-MNIST ({train} training images, {epochs} epochs"
             f"{', two-step + KD' if args.two_step else ''}, "
