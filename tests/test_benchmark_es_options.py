@@ -138,3 +138,11 @@ def test_two_step_trains_the_teacher_first_then_step_2_from_step_1(tmp_path, mon
     with pytest.raises(SystemExit):
         tool.main(args[:-4] + ["--options", "full precision"])
     assert "--two-step: 'full precision' is the teacher of the two-step recipe" in capsys.readouterr().err
+
+
+def test_option_set_that_does_not_fit_the_widths_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        tool.main(["--options", "baseline", "ES tau=3 + RSign, spread thresholds", "--report-only"])
+    err = capsys.readouterr().err
+    assert "option set 'ES tau=3 + RSign, spread thresholds' at --widths 16 32 64:" in err
+    assert "out_channels=16 is not divisible by expand_ratio*es_groups=3*1=3" in err

@@ -325,6 +325,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.two_step and TEACHER in args.options:
         parser.error(f"--two-step: {TEACHER!r} is the teacher of the two-step recipe (its one-step run), not an "
                      "option set to train in two steps")
+    for name in args.options:  # before any training, with the layer that does not fit
+        try:
+            build(OPTION_SETS[name], args.widths)
+        except ValueError as err:
+            parser.error(f"option set {name!r} at --widths {' '.join(map(str, args.widths))}: {err}")
     try:
         split_indices(args.data_root, "train", args.val_per_class, args.train_subset)
         split_indices(args.data_root, "test")
