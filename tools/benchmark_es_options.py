@@ -149,11 +149,15 @@ def teacher_weights(seed: int, args: argparse.Namespace) -> Path:
     return run_path(TEACHER, seed, one_step(args)).with_suffix(".pt")
 
 
+def stored_teacher(seed: int, args: argparse.Namespace) -> Optional[dict]:
+    """The stored full-precision run of ``seed`` under the one-step recipe of ``args`` and its data, or None."""
+    teacher_args = one_step(args)
+    return stored_result(run_path(TEACHER, seed, teacher_args), run_settings(TEACHER, seed, teacher_args))
+
+
 def teacher_ready(seed: int, args: argparse.Namespace) -> bool:
     """Whether the teacher of ``seed`` is trained, with this recipe and data, and kept its weights."""
-    settings = run_settings(TEACHER, seed, one_step(args))
-    return stored_result(run_path(TEACHER, seed, one_step(args)), settings) is not None and \
-        teacher_weights(seed, args).is_file()
+    return stored_teacher(seed, args) is not None and teacher_weights(seed, args).is_file()
 
 
 def stored_training(name: str, seed: int, args: argparse.Namespace, threads: int) -> dict:
@@ -248,8 +252,7 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
     widths = "-".join(map(str, args.widths))
     epochs, two_step = str(args.epochs), ""
     if args.two_step:
-        teachers = [stored_result(run_path(TEACHER, seed, one_step(args)), run_settings(TEACHER, seed, one_step(args)))
-                    for seed in sorted({r["seed"] for r in runs})]
+        teachers = [stored_teacher(seed, args) for seed in sorted({r["seed"] for r in runs})]
         trained_on = ", ".join(sorted({t["device"] for t in teachers if t is not None})) or "no stored run left"
         epochs, two_step = f"{args.epochs} + {args.epochs}", (
             f"Two-step + KD (METHOD.md section 5, the `*_kd-step*` configs' recipe): step 1 with real weights, step 2 "
