@@ -12,7 +12,7 @@ from typing import Dict, Optional, Sequence
 
 _built: Dict[str, Optional[ModuleType]] = {}
 STALE_LOCK_SECONDS = 900
-"""A build lock older than this is left by a killed build (a build takes a minute or two)."""
+"""A build lock older than this is left by a killed build (a build takes under a minute)."""
 
 
 def clear_stale_lock(name: str) -> None:

@@ -5,8 +5,12 @@
 // output entry is fan_in - 2 * popcount(a XOR w), where fan_in counts the taps inside the input:
 // zero padding contributes 0, exactly as the training layer's zero-padded +-1 input does.
 // The Python wrapper (esbnn_plugins/deploy/kernel.py) checks every shape and dtype before calling in.
-#include <torch/extension.h>
+// ATen's tensor, the ops used and the pybind11 casters, not <torch/extension.h>: the whole C++ frontend
+// would double the compile time of the first use.
+#include <ATen/core/Tensor.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <torch/csrc/utils/pybind.h>
 #include <immintrin.h>
 
 #include <cstdint>
@@ -139,12 +143,12 @@ RowFn row_function(const std::string& level) {
 
 // x (N, C, H, W) float32 -> int64 words (N, G, H, W, Cw), Cw = ceil((C/G)/64); channel j of group g
 // reads input channel perm[g*C/G + j] (identity without perm); its bit is 1 where x + shift < 0.
-torch::Tensor pack_signs(const torch::Tensor& x, const c10::optional<torch::Tensor>& shift,
-                         const c10::optional<torch::Tensor>& perm, int64_t groups, const std::string& level) {
+at::Tensor pack_signs(const at::Tensor& x, const c10::optional<at::Tensor>& shift,
+                      const c10::optional<at::Tensor>& perm, int64_t groups, const std::string& level) {
   PackArgs a;
   const int64_t N = x.size(0);
   a.C = x.size(1); a.G = groups; a.Cg = a.C / groups; a.Cw = (a.Cg + 63) / 64; a.HW = x.size(2) * x.size(3);
-  auto out = torch::empty({N, groups, x.size(2), x.size(3), a.Cw}, x.options().dtype(torch::kInt64));
+  auto out = at::empty({N, groups, x.size(2), x.size(3), a.Cw}, x.options().dtype(at::kLong));
   a.x = x.data_ptr<float>();
   a.shift = shift.has_value() ? shift->data_ptr<float>() : nullptr;
   a.perm = perm.has_value() ? perm->data_ptr<int64_t>() : nullptr;
@@ -166,16 +170,16 @@ torch::Tensor pack_signs(const torch::Tensor& x, const c10::optional<torch::Tens
 
 // act (N, G, H, W, Cw) and wts (G * ceil(K/G / 8), KH, KW, Cw, 8) int64 words (kernels in blocks of 8,
 // interleaved word by word) -> int32 (N, K, Ho, Wo) accumulations.
-torch::Tensor binary_conv2d(const torch::Tensor& act, const torch::Tensor& wts, int64_t K, int64_t Cg,
-                            std::vector<int64_t> stride, std::vector<int64_t> padding,
-                            std::vector<int64_t> dilation, std::vector<int64_t> out_size,
-                            const std::string& level) {
+at::Tensor binary_conv2d(const at::Tensor& act, const at::Tensor& wts, int64_t K, int64_t Cg,
+                         std::vector<int64_t> stride, std::vector<int64_t> padding,
+                         std::vector<int64_t> dilation, std::vector<int64_t> out_size,
+                         const std::string& level) {
   Geometry s;
   s.N = act.size(0); s.G = act.size(1); s.H = act.size(2); s.W = act.size(3); s.Cw = act.size(4);
   s.K = K; s.KH = wts.size(1); s.KW = wts.size(2); s.Kg = s.K / s.G; s.Cg = Cg;
   s.sh = stride[0]; s.sw = stride[1]; s.ph = padding[0]; s.pw = padding[1];
   s.dh = dilation[0]; s.dw = dilation[1]; s.Ho = out_size[0]; s.Wo = out_size[1];
-  auto out = torch::empty({s.N, s.K, s.Ho, s.Wo}, act.options().dtype(torch::kInt32));
+  auto out = at::empty({s.N, s.K, s.Ho, s.Wo}, act.options().dtype(at::kInt));
   const uint64_t* ap = reinterpret_cast<const uint64_t*>(act.data_ptr<int64_t>());
   const uint64_t* wp = reinterpret_cast<const uint64_t*>(wts.data_ptr<int64_t>());
   int32_t* op = out.data_ptr<int32_t>();

@@ -1,6 +1,6 @@
 // What the fused ES epilogue kernels (replicated_affine_act.cpp, replicated_norm_act.cpp) share.
 #pragma once
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
 
 // float32, the training dtype, is compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time
 // (GCC function multiversioning); float64 (gradcheck) once.
@@ -14,7 +14,7 @@ namespace esbnn {
 
 // The data of an optional tensor, or nullptr when it is absent.
 template <typename T>
-const T* data_or_null(const c10::optional<torch::Tensor>& t) {
+const T* data_or_null(const c10::optional<at::Tensor>& t) {
   return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
 }
 

@@ -9,8 +9,13 @@
 // loops: a task owns a block of pixels of one sample, each pixel's widened row is contiguous, and the
 // per-channel sums are the task's own, added up per sample afterwards.
 // The Python wrapper (esbnn_plugins/ops/fused.py) checks devices, dtypes, shapes and memory formats first.
-#include <torch/extension.h>
+// ATen's tensor, the ops used and the pybind11 casters, not <torch/extension.h>: the whole C++ frontend
+// would double the compile time of the first use.
+#include <ATen/core/Tensor.h>
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <torch/csrc/utils/pybind.h>
 
 #include "fused_common.h"
 
@@ -281,14 +286,14 @@ void backward_range_any(const Args<double>& a, bool nhwc, int64_t begin, int64_t
   nhwc ? backward_range<double, true>(a, begin, end) : backward_range<double, false>(a, begin, end);
 }
 
-int64_t row_of(const c10::optional<torch::Tensor>& t) {
+int64_t row_of(const c10::optional<at::Tensor>& t) {
   return t.has_value() && t->defined() && t->dim() == 2 ? t->size(1) : 0;
 }
 
 template <typename T>
-Args<T> make_args(const torch::Tensor& v, int64_t C, const c10::optional<torch::Tensor>& scale,
-                  const torch::Tensor& shift, const c10::optional<torch::Tensor>& residual,
-                  const c10::optional<torch::Tensor>& slope, const c10::optional<torch::Tensor>& out_shift) {
+Args<T> make_args(const at::Tensor& v, int64_t C, const c10::optional<at::Tensor>& scale,
+                  const at::Tensor& shift, const c10::optional<at::Tensor>& residual,
+                  const c10::optional<at::Tensor>& slope, const c10::optional<at::Tensor>& out_shift) {
   Args<T> a{};
   a.v = v.data_ptr<T>();
   a.residual = data_or_null<T>(residual);
@@ -310,13 +315,13 @@ Args<T> make_args(const torch::Tensor& v, int64_t C, const c10::optional<torch::
 void check(bool ok, const char* what) { TORCH_CHECK(ok, "replicated_affine_act (native): ", what); }
 
 // Channels-last v (and so every widened tensor): the NHWC loops; else all tensors are contiguous NCHW.
-bool channels_last(const torch::Tensor& v) {
+bool channels_last(const at::Tensor& v) {
   return !v.is_contiguous() && v.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
 at::MemoryFormat format_of(bool nhwc) { return nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous; }
 
-void check_format(const c10::optional<torch::Tensor>& t, bool nhwc, const char* what) {
+void check_format(const c10::optional<at::Tensor>& t, bool nhwc, const char* what) {
   check(!t.has_value() || !t->defined() || t->is_contiguous(format_of(nhwc)), what);
 }
 
@@ -332,16 +337,16 @@ void set_blocks(Args<T>& a, int64_t N) {
 
 }  // namespace
 
-torch::Tensor forward(const torch::Tensor& v, const c10::optional<torch::Tensor>& scale, const torch::Tensor& shift,
-                      const c10::optional<torch::Tensor>& residual, const c10::optional<torch::Tensor>& slope,
-                      const c10::optional<torch::Tensor>& out_shift, const c10::optional<torch::Tensor>& skip) {
+at::Tensor forward(const at::Tensor& v, const c10::optional<at::Tensor>& scale, const at::Tensor& shift,
+                   const c10::optional<at::Tensor>& residual, const c10::optional<at::Tensor>& slope,
+                   const c10::optional<at::Tensor>& out_shift, const c10::optional<at::Tensor>& skip) {
   const bool nhwc = v.dim() == 4 && channels_last(v);
   check(v.dim() == 4 && (nhwc || v.is_contiguous()), "v must be a contiguous or channels-last (N, K, H, W) tensor");
   check_format(residual, nhwc, "residual must be in v's memory format");
   check_format(skip, nhwc, "skip must be in v's memory format");
   const int64_t N = v.size(0), C = shift.size(-1);
   check(C % v.size(1) == 0, "the widened width must be a multiple of the unique channels");
-  auto out = torch::empty({N, C, v.size(2), v.size(3)}, v.options().memory_format(format_of(nhwc)));
+  auto out = at::empty({N, C, v.size(2), v.size(3)}, v.options().memory_format(format_of(nhwc)));
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "replicated_affine_act_forward", [&] {
     auto a = make_args<scalar_t>(v, C, scale, shift, residual, slope, out_shift);
     a.skip = data_or_null<scalar_t>(skip);
@@ -355,26 +360,26 @@ torch::Tensor forward(const torch::Tensor& v, const c10::optional<torch::Tensor>
 
 // (grad_v, per-sample sums (4, N, C) for scale, shift, slope and out_shift, the gradient before the activation
 // where there is a residual, else an empty tensor)
-std::vector<torch::Tensor> backward(const torch::Tensor& grad, const torch::Tensor& v,
-                                    const c10::optional<torch::Tensor>& scale, const torch::Tensor& shift,
-                                    const c10::optional<torch::Tensor>& residual,
-                                    const c10::optional<torch::Tensor>& slope) {
+std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& v,
+                                 const c10::optional<at::Tensor>& scale, const at::Tensor& shift,
+                                 const c10::optional<at::Tensor>& residual,
+                                 const c10::optional<at::Tensor>& slope) {
   const bool nhwc = v.dim() == 4 && channels_last(v);
   const auto format = format_of(nhwc);
   check(grad.is_contiguous(format) && (nhwc || v.is_contiguous()),
         "v must be contiguous or channels-last, and grad in its memory format");
   check_format(residual, nhwc, "residual must be in v's memory format");
   const int64_t N = grad.size(0), C = grad.size(1);
-  auto grad_v = torch::empty(v.sizes(), v.options().memory_format(format));
+  auto grad_v = at::empty(v.sizes(), v.options().memory_format(format));
   const bool has_residual = residual.has_value() && residual->defined();
-  auto grad_pre = has_residual ? torch::empty(grad.sizes(), grad.options().memory_format(format))
-                               : torch::empty({0}, grad.options());
-  torch::Tensor sums;
+  auto grad_pre = has_residual ? at::empty(grad.sizes(), grad.options().memory_format(format))
+                               : at::empty({0}, grad.options());
+  at::Tensor sums;
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "replicated_affine_act_backward", [&] {
     auto a = make_args<scalar_t>(v, C, scale, shift, residual, slope, c10::nullopt);
     set_blocks(a, N);
     // NCHW: one task per (sample, unique channel) writes each sum once; NHWC: each block its own sums
-    sums = torch::empty({nhwc ? a.blocks : 1, 4, N, C}, v.options());
+    sums = at::empty({nhwc ? a.blocks : 1, 4, N, C}, v.options());
     a.grad = grad.data_ptr<scalar_t>();
     a.grad_v = grad_v.data_ptr<scalar_t>();
     a.grad_pre = has_residual ? grad_pre.data_ptr<scalar_t>() : nullptr;

@@ -12,8 +12,15 @@
 // Each task owns a block of tokens; a token's row lives in a small buffer, so the widened tensor is read
 // and written once. bias, weight, slope and out_shift are optional. Per-feature gradient sums are kept
 // per thread and added at the end. The Python wrapper (esbnn_plugins/ops/fused.py) checks dtypes and shapes.
-#include <torch/extension.h>
+// ATen's tensor, the ops used and the pybind11 casters, not <torch/extension.h>: the whole C++ frontend
+// would double the compile time of the first use.
+#include <ATen/core/Tensor.h>
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <torch/csrc/utils/pybind.h>
 
 #include "fused_common.h"
 
@@ -204,9 +211,9 @@ void backward_any(const Args<double>& a, int64_t begin, int64_t end, double* sum
 }
 
 template <typename T>
-Args<T> make_args(const torch::Tensor& u, const c10::optional<torch::Tensor>& bias,
-                  const c10::optional<torch::Tensor>& weight, const torch::Tensor& shift, const torch::Tensor& src,
-                  const c10::optional<torch::Tensor>& slope, const c10::optional<torch::Tensor>& out_shift, double eps) {
+Args<T> make_args(const at::Tensor& u, const c10::optional<at::Tensor>& bias,
+                  const c10::optional<at::Tensor>& weight, const at::Tensor& shift, const at::Tensor& src,
+                  const c10::optional<at::Tensor>& slope, const c10::optional<at::Tensor>& out_shift, double eps) {
   Args<T> a{};
   a.u = u.data_ptr<T>();
   a.bias = data_or_null<T>(bias);
@@ -225,7 +232,7 @@ Args<T> make_args(const torch::Tensor& u, const c10::optional<torch::Tensor>& bi
 
 void check(bool ok, const char* what) { TORCH_CHECK(ok, "replicated_norm_act (native): ", what); }
 
-void check_shapes(const torch::Tensor& u, const torch::Tensor& shift, const torch::Tensor& src) {
+void check_shapes(const at::Tensor& u, const at::Tensor& shift, const at::Tensor& src) {
   check(u.dim() == 2 && u.is_contiguous() && src.dim() == 2 && src.is_contiguous() && src.size(0) == u.size(0),
         "u (M, K) and src (M, S) must be contiguous rows of the same tokens");
   const int64_t C = shift.size(0), S = src.size(1);
@@ -238,14 +245,14 @@ constexpr int64_t GRAIN = 64;  // tokens per task
 }  // namespace
 
 // (out (M, C), mean (M,), rstd (M,))
-std::vector<torch::Tensor> forward(const torch::Tensor& u, const c10::optional<torch::Tensor>& bias,
-                                   const c10::optional<torch::Tensor>& weight, const torch::Tensor& shift,
-                                   const torch::Tensor& src, const c10::optional<torch::Tensor>& slope,
-                                   const c10::optional<torch::Tensor>& out_shift, double eps) {
+std::vector<at::Tensor> forward(const at::Tensor& u, const c10::optional<at::Tensor>& bias,
+                                const c10::optional<at::Tensor>& weight, const at::Tensor& shift,
+                                const at::Tensor& src, const c10::optional<at::Tensor>& slope,
+                                const c10::optional<at::Tensor>& out_shift, double eps) {
   check_shapes(u, shift, src);
-  auto out = torch::empty({u.size(0), shift.size(0)}, u.options());
-  auto mean = torch::empty({u.size(0)}, u.options());
-  auto rstd = torch::empty({u.size(0)}, u.options());
+  auto out = at::empty({u.size(0), shift.size(0)}, u.options());
+  auto mean = at::empty({u.size(0)}, u.options());
+  auto rstd = at::empty({u.size(0)}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "replicated_norm_act_forward", [&] {
     auto a = make_args<scalar_t>(u, bias, weight, shift, src, slope, out_shift, eps);
     a.out = out.data_ptr<scalar_t>();
@@ -257,17 +264,17 @@ std::vector<torch::Tensor> forward(const torch::Tensor& u, const c10::optional<t
 }
 
 // (grad_u (M, K), grad_src (M, S), feature sums (5, C): bias, weight, shift, slope, out_shift)
-std::vector<torch::Tensor> backward(const torch::Tensor& grad, const torch::Tensor& u, const torch::Tensor& mean,
-                                    const torch::Tensor& rstd, const c10::optional<torch::Tensor>& bias,
-                                    const c10::optional<torch::Tensor>& weight, const torch::Tensor& shift,
-                                    const torch::Tensor& src, const c10::optional<torch::Tensor>& slope, double eps) {
+std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& u, const at::Tensor& mean,
+                                 const at::Tensor& rstd, const c10::optional<at::Tensor>& bias,
+                                 const c10::optional<at::Tensor>& weight, const at::Tensor& shift,
+                                 const at::Tensor& src, const c10::optional<at::Tensor>& slope, double eps) {
   check_shapes(u, shift, src);
   check(grad.is_contiguous() && grad.size(0) == u.size(0) && grad.size(1) == shift.size(0),
         "grad must be contiguous (M, C)");
-  auto grad_u = torch::empty_like(u);
-  auto grad_src = torch::empty_like(src);
+  auto grad_u = at::empty_like(u);
+  auto grad_src = at::empty_like(src);
   const int64_t threads = at::get_num_threads();
-  auto sums = torch::zeros({threads, 5, shift.size(0)}, u.options());
+  auto sums = at::zeros({threads, 5, shift.size(0)}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "replicated_norm_act_backward", [&] {
     auto a = make_args<scalar_t>(u, bias, weight, shift, src, slope, c10::nullopt, eps);
     a.grad = grad.data_ptr<scalar_t>();
