@@ -1,5 +1,7 @@
 # Two commands on a clean machine: `make demo` and `make test` (both set up .venv first).
 PY := .venv/bin/python
+# pytest-xdist workers for `make test`: one per core, at most 4 (TEST_WORKERS=0 runs in one process)
+TEST_WORKERS ?= auto
 
 .PHONY: setup demo demo-det demo-sr test data
 
@@ -16,7 +18,7 @@ demo-sr: setup
 	$(PY) tools/demo_sr.py
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --maxprocesses=4
 
 data:
 	bash tools/get_fashion_mnist.sh

@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -22,3 +23,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs one worker per core) each worker keeps one intra-op thread:
+    two workers with a thread per core each would oversubscribe the cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
