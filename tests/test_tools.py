@@ -2,6 +2,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,8 +40,14 @@ def test_profile_tool(tmp_path):
                    "--top", "4", "--threads", "1", "--before", str(ROOT), "--out", str(tmp_path / "speed.md"))
     assert "ES tau=2 / baseline" in out and "aten::convolution_backward" in out and "before / baseline" in out
     text = (tmp_path / "speed.md").read_text()
-    assert "ResNet-20, 8x8x1, batch 2, 1 thread(s), median of 1 interleaved rounds" in text
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert f"ResNet-20, 8x8x1, batch 2, 1 thread(s), {capability}, median of 1 interleaved rounds" in text
     assert "| total (profiled) |" in text and "Saved for backward (MiB)" in text
+    # per-round ratios to the baseline: the baseline's own are exactly 1 in every round
+    assert "| Network | before (ms) | before / baseline | range | now (ms) | now / baseline | range |" in text
+    line = next(line for line in text.splitlines() if line.startswith("| baseline |"))
+    cells = [cell.strip() for cell in line.strip("| ").split("|")]
+    assert cells[2:4] == cells[5:7] == ["1", "1.000-1.000"] and len(cells) == 7
     parts = [line for line in text.splitlines() if line.startswith(("| convolutions |", "| everything else |"))]
     assert len(parts) == 4  # before and now, each split in two
     # the eager convolutions by layer shape: stage 1's 3x3 convs (and the stem) read 8x8, write 8x8
@@ -52,8 +60,8 @@ def test_profile_tool(tmp_path):
     run_tool("tools/profile_es.py", "--variants", "1", "2", "--batch", "2", "--input-size", "8", "--steps", "1",
              "--top", "4", "--threads", "1", "--channels-last", "--out", str(tmp_path / "speed.md"))
     text = (tmp_path / "speed.md").read_text()
-    assert "ResNet-20, 8x8x1, batch 2, 1 thread(s)" in text
-    assert "ResNet-20, 8x8x1, channels_last, batch 2, 1 thread(s)" in text
+    assert f"ResNet-20, 8x8x1, batch 2, 1 thread(s), {capability}" in text
+    assert f"ResNet-20, 8x8x1, channels_last, batch 2, 1 thread(s), {capability}" in text
 
 
 def test_benchmark_sr_timing_only_trains_nothing_and_writes_nothing(tmp_path):

@@ -6,7 +6,7 @@
 
 Times training steps (forward, backward, Adam) of the binary ResNet of each variant. Every implementation
 and variant runs once per round, ``--steps`` rounds, and each gets its median, so load on the machine
-affects all alike. ``--before DIR`` adds the same networks built by another checkout's ``esbnn_plugins``
+affects all alike; a ratio to the baseline is the median of the per-round ratios, with their range. ``--before DIR`` adds the same networks built by another checkout's ``esbnn_plugins``
 (e.g. ``git worktree add DIR main``) for a before/after table; ``--compile`` adds the current code under
 ``torch.compile``. Also reports the memory autograd holds for backward (distinct storages saved in one
 forward: the activations that make up the peak of a training step, plus the weights) and the
@@ -89,15 +89,22 @@ def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, compile
     return step
 
 
-def interleaved_medians(steps: Dict[Tuple[str, str], Step], rounds: int) -> Dict[Tuple[str, str], float]:
-    """Median wall time (ms) of each step over ``rounds`` rounds that run every step once."""
+def interleaved_times(steps: Dict[Tuple[str, str], Step], rounds: int) -> Dict[Tuple[str, str], List[float]]:
+    """Wall times (ms) of each step in ``rounds`` rounds that run every step once."""
     times: Dict[Tuple[str, str], List[float]] = {key: [] for key in steps}
     for _ in range(rounds):
         for key, step in steps.items():
             start = time.perf_counter()
             step()
-            times[key].append(time.perf_counter() - start)
-    return {key: statistics.median(values) * 1e3 for key, values in times.items()}
+            times[key].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def ratio_to_baseline(times: List[float], baseline: List[float]) -> Tuple[float, str]:
+    """The median of the per-round ratios to the baseline's step of the same round (rounds interleave, so a
+    ratio compares steps run moments apart), and their range over the rounds."""
+    ratios = [t / b for t, b in zip(times, baseline)]
+    return statistics.median(ratios), f"{min(ratios):.3f}-{max(ratios):.3f}"
 
 
 def saved_for_backward_mb(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -246,7 +253,7 @@ def main() -> None:
     networks = {name: build(models, args) for name, (models, _) in implementations.items()}
     steps = {(name, label): train_step(model, x, y, implementations[name][1])
              for name, nets in networks.items() for label, model in nets.items()}
-    wall = interleaved_medians(steps, args.steps)
+    wall = interleaved_times(steps, args.steps)
     saved = {label: saved_for_backward_mb(model, x) for label, model in networks["now"].items()}
     per_op = {name: self_cpu_per_op({label: steps[name, label] for label in networks[name]})
               for name in implementations}
@@ -255,16 +262,18 @@ def main() -> None:
     load = max(load, os.getloadavg()[0])
 
     labels = list(networks["now"])
-    step_headers = ["Network"] + [h for name in implementations for h in (f"{name} (ms)", f"{name} / baseline")]
+    step_headers = ["Network"] + [h for name in implementations
+                                  for h in (f"{name} (ms)", f"{name} / baseline", "range")]
     step_rows = [[label] + [v for name in implementations
-                            for v in (wall[name, label], wall[name, label] / wall[name, labels[0]])]
+                            for v in (statistics.median(wall[name, label]),
+                                      *ratio_to_baseline(wall[name, label], wall[name, labels[0]]))]
                  for label in labels]
     memory_headers = ["Network", "Saved for backward (MiB)", "Ratio"]
     memory_rows = [[label, saved[label], saved[label] / saved[labels[0]]] for label in labels]
     layout = ", channels_last" if args.channels_last else ""
+    capability = torch.backends.cpu.get_cpu_capability()  # ES's convs and the kernels' loops differ per ISA
     title = (f"ResNet-{args.depth}, {size}x{size}x{args.in_channels}{layout}, batch {args.batch}, "
-             f"{args.threads} thread(s), "
-             f"median of {args.steps} interleaved rounds")
+             f"{args.threads} thread(s), {capability}, median of {args.steps} interleaved rounds")
     # compiled steps list generated kernels by graph hash: only their split into convolutions and the rest
     tables = [(name, *op_table(ops, args.top)) for name, ops in per_op.items() if name != "now, compiled"]
     parts = [(name, *op_table({label: by_part(op_ms) for label, op_ms in ops.items()}, 2))
@@ -277,7 +286,8 @@ def main() -> None:
         body = (f"## {title}\n\nWritten by `tools/profile_es.py` on {time.strftime('%Y-%m-%d')}, load average up "
                 f"to {load:.1f} on {os.cpu_count()} CPUs"
                 + (f"; 'before' is the `esbnn_plugins` of `{args.before}`" if args.before is not None else "")
-                + ". Train step (forward, backward, Adam), median ms:\n\n"
+                + ". Train step (forward, backward, Adam): median ms; ratio to the baseline: median of the "
+                "per-round ratios, with their range over the rounds:\n\n"
                 f"{format_table(step_headers, step_rows, markdown=True)}\n\n"
                 f"Memory autograd holds for backward (distinct saved storages of one forward, weights included):\n\n"
                 f"{format_table(memory_headers, memory_rows, markdown=True)}\n")
@@ -290,11 +300,11 @@ def main() -> None:
                      f"stream, `tau*g` times wider in ES):\n\n{format_table(headers, rows, markdown=True)}\n")
         body += (f"\nThe convolutions, now, by layer shape: wall ms of oneDNN's forward and backward calls in one "
                  f"eager step (the least of {SHAPE_ROUNDS}), summed over the layers of that shape (CPU capability "
-                 f"{torch.backends.cpu.get_cpu_capability()}; a layer run on a smaller batch is ES's dense conv with "
+                 f"{capability}; a layer run on a smaller batch is ES's dense conv with "
                  f"an odd multiple of 8 kernels, which on AVX-512 folds pairs of samples into two conv groups):"
                  f"\n\n{format_table(*shapes, markdown=True)}\n")
         key = (f"resnet{args.depth}-{size}x{size}x{args.in_channels}{'-channels-last' if args.channels_last else ''}"
-               f"-batch{args.batch}-threads{args.threads}")
+               f"-batch{args.batch}-threads{args.threads}-{capability.lower()}")
         write_section(args.out, key, body, title="What ES costs in training time and memory")
         print(f"wrote {args.out}")
 
