@@ -6,7 +6,8 @@
 
 Times training steps (forward, backward, Adam) of the binary ResNet of each variant. Every implementation
 and variant runs once per round, ``--steps`` rounds, and each gets its median, so load on the machine
-affects all alike; a ratio to the baseline is the median of the per-round ratios, with their range. ``--before DIR`` adds the same networks built by another checkout's ``esbnn_plugins``
+affects all alike; a ratio to the baseline is the median of the per-round ratios, with their range.
+``--before DIR`` adds the same networks built by another checkout's ``esbnn_plugins``
 (e.g. ``git worktree add DIR main``) for a before/after table; ``--compile`` adds the current code under
 ``torch.compile``. Also reports the memory autograd holds for backward (distinct storages saved in one
 forward: the activations that make up the peak of a training step, plus the weights) and the
