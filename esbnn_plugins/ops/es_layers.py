@@ -91,6 +91,18 @@ class _SplitWeightGradConv(torch.autograd.Function):
         return grad_input, grad_weight, None, None, None, None
 
 
+def _block_diagonal(weight: Tensor, groups: int) -> Tensor:
+    """The ``groups``-group conv ``weight`` ``(groups*k, c, kh, kw)`` as one dense weight ``(groups*k, groups*c,
+    kh, kw)``, zero off its diagonal blocks. Without AVX-512, oneDNN's group convs with few kernels per group
+    (ES+G's first stages) ran several times slower than the dense conv with twice the MACs (ResNet-20's
+    64->8/2 at 28x28: forward and backward 364 ms grouped, 109 ms dense; docs/DESIGN.md)."""
+    k, c, kernel = weight.shape[0] // groups, weight.shape[1], weight.shape[2:]
+    dense = weight.new_zeros(groups, k, groups, c, *kernel)
+    index = torch.arange(groups, device=weight.device)
+    dense[index, :, index] = weight.view(groups, k, c, *kernel)
+    return dense.view(groups * k, groups * c, *kernel)
+
+
 class _ExpandShrink(nn.Module):
     """Shared shape logic, parameters and replication of the ES layers."""
 
@@ -219,8 +231,11 @@ class ESConv2d(_ExpandShrink):
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = (0, 0)
         padding = self.padding if padding is None else padding
-        if (self.groups == 1 and self.es_groups > 1 and weight.shape[0] // self.es_groups < SPLIT_BELOW_KERNELS
-                and not isinstance(padding, str) and weight.requires_grad and torch.is_grad_enabled()):
+        few_kernels = (self.groups == 1 and self.es_groups > 1
+                       and weight.shape[0] // self.es_groups < SPLIT_BELOW_KERNELS)
+        if few_kernels and not _AVX512 and x.device.type == "cpu":
+            return F.conv2d(x, _block_diagonal(weight, self.es_groups), None, self.stride, padding, self.dilation)
+        if few_kernels and not isinstance(padding, str) and weight.requires_grad and torch.is_grad_enabled():
             return _SplitWeightGradConv.apply(x, weight, self.stride, padding, self.dilation, self.es_groups)
         if self._folds_batch(x, weight):
             n = x.shape[0]
