@@ -53,7 +53,8 @@ def _pair_of(owner: str, name: str, value, minimum: int) -> Tuple[int, int]:
 
 
 SPLIT_BELOW_KERNELS = 8
-"""ES group convs with fewer kernels per group than this compute their weight gradient group by group."""
+"""ES group convs with fewer kernels per group than this avoid oneDNN's slow group conv there: one dense conv with a
+block-diagonal weight on CPUs without AVX-512, else the weight gradient group by group."""
 
 BATCH_FOLD = 2
 """Samples folded into one, as conv groups, where a dense ES conv's kernel count is an odd multiple of 8."""
