@@ -43,6 +43,9 @@ def test_tiny_run_stores_runs_and_writes_report(tmp_path, monkeypatch):
     assert "kept" in text and "<!-- benchmark:fashion-options -->" in text
     row = next(line for line in text.splitlines() if line.startswith("| ES + widened classifier"))
     assert row.split("|")[2].strip() == "2" and float(row.split("|")[10]) <= 1.02
+    gain = next(line for line in text.split("paired by seed")[1].splitlines() if line.startswith("| ES + wide"))
+    assert gain.split("|")[5].strip() == "{:+.2f}".format(
+        runs["es-widened-classifier_seed0.json"]["val"] - runs["baseline_seed0.json"]["val"])
     # a rerun with the same settings reuses the finished runs and trains only the new option set
     tool.main(args + ["--options", "baseline", "ES + widened classifier", "ES + mean reduce"])
     assert stored() == dict(runs, **{"es-mean-reduce_seed0.json": stored()["es-mean-reduce_seed0.json"]})
@@ -73,6 +76,20 @@ def test_tiny_run_stores_runs_and_writes_report(tmp_path, monkeypatch):
     assert wide.split("|")[11].strip().replace(",", "") == str(sum(  # binary params of the 8-16-32 network
         m.weight.numel() for m in tool.build(tool.OPTION_SETS["baseline"], (8, 16, 32)).modules()
         if getattr(m, "is_binary", False)))
+
+
+def test_paired_gains_are_differences_seed_by_seed_on_shared_seeds():
+    runs = [dict(options="base", seed=0, val=80.0, test=81.0), dict(options="base", seed=1, val=82.0, test=81.5),
+            dict(options="base", seed=2, val=81.0, test=81.2), dict(options="es", seed=0, val=82.0, test=81.0),
+            dict(options="es", seed=1, val=83.5, test=83.0), dict(options="es", seed=3, val=99.0, test=99.0),
+            dict(options="other", seed=5, val=90.0, test=90.0)]
+    (row,) = tool.paired_gains(runs, ["base", "es", "other"])  # 'other' shares no seed with 'base'
+    assert row[:2] == ["es", "0 1"]
+    assert row[2] == pytest.approx(1.75) and row[3] == pytest.approx(0.3535534) and row[4] == "+2.00 +1.50"
+    assert row[6] == pytest.approx(0.75) and row[7] == pytest.approx(1.0606602) and row[8] == "+0.00 +1.50"
+    # val: es 82.75 ± 1.06 against 81.0 ± 1.41 overlap; test: es 82.0 ± 1.41 against 81.25 ± 0.35 overlap
+    assert row[5] == "overlap" and row[9] == "overlap"
+    assert tool._ranges([90.0, 91.0], [80.0, 81.0]) == "above" and tool._ranges([80.0, 81.0], [90.0]) == "below"
 
 
 def test_section_of_another_benchmark_is_refused(capsys):

@@ -78,6 +78,8 @@ TEACHER = "full precision"  # the two-step recipe's teacher, as resnet20-fp_1xb1
 MEAN, STD = 72.94, 90.02  # pixel statistics of configs/mmpretrain/_base_/fashion_mnist.py
 HEADERS = ["Options", "tau", "g", "Val top-1 (%)", "Val std", "Test top-1 (%)", "Test std", "BOPs", "FLOPs",
            "OPs ratio", "Binary params", "FP params", "Seeds"]
+GAIN_HEADERS = ["Options", "Seeds", "Val gain", "Val std", "Val gain per seed", "Val ranges", "Test gain", "Test std",
+                "Test gain per seed", "Test ranges"]
 
 
 def build(options: dict, widths: Optional[Sequence[int]] = None) -> ESBinaryResNet:
@@ -231,6 +233,38 @@ def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> d
                 seconds=seconds, device=where, **steps)
 
 
+def _spread(values: Sequence[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _ranges(mine: Sequence[float], reference: Sequence[float]) -> str:
+    """Where the mean ± std range of ``mine`` lies against the reference's: above, below, or overlap."""
+    (low, high), (ref_low, ref_high) = ((statistics.mean(v) - _spread(v), statistics.mean(v) + _spread(v))
+                                        for v in (mine, reference))
+    return "above" if low > ref_high else "below" if high < ref_low else "overlap"
+
+
+def paired_gains(runs: List[dict], options: Sequence[str]) -> List[list]:
+    """Each option set's top-1 minus the reference's (``options[0]``), seed by seed on the seeds both ran: mean,
+    standard deviation and the per-seed gains, and where the two mean ± std ranges lie (the target: ES above the
+    baseline by a point, with seed spreads that do not overlap)."""
+    by_run = {(r["options"], r["seed"]): r for r in runs}
+    rows = []
+    for name in options[1:]:
+        seeds = sorted(seed for option, seed in by_run if option == name and (options[0], seed) in by_run)
+        if not seeds:
+            continue
+        row: list = [name, " ".join(map(str, seeds))]
+        for split in ("val", "test"):
+            mine = [by_run[name, seed][split] for seed in seeds]
+            reference = [by_run[options[0], seed][split] for seed in seeds]
+            gains = [a - b for a, b in zip(mine, reference)]
+            row += [statistics.mean(gains), _spread(gains), " ".join(f"{g:+.2f}" for g in gains),
+                    _ranges(mine, reference)]
+        rows.append(row)
+    return rows
+
+
 def report(runs: List[dict], args: argparse.Namespace) -> str:
     x = torch.zeros(1, 1, 28, 28)
     stats = {name: complexity(build(options, args.widths), x) for name, options in OPTION_SETS.items()
@@ -242,12 +276,12 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
         if not mine:
             continue
         vals, tests = [r["val"] for r in mine], [r["test"] for r in mine]
-        spread = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
         cfg, rep = OPTION_SETS[name], stats[name]
-        rows.append([name, cfg.get("expand_ratio", 1), cfg.get("es_groups", 1), statistics.mean(vals), spread(vals),
-                     statistics.mean(tests), spread(tests), rep.bops, rep.flops, rep.ops / base_ops, rep.binary_params,
+        rows.append([name, cfg.get("expand_ratio", 1), cfg.get("es_groups", 1), statistics.mean(vals), _spread(vals),
+                     statistics.mean(tests), _spread(tests), rep.bops, rep.flops, rep.ops / base_ops, rep.binary_params,
                      rep.fp_params, " ".join(str(r["seed"]) for r in mine)])
-    print("\n" + format_table(HEADERS, rows))
+    gains = paired_gains(runs, args.options)
+    print("\n" + format_table(HEADERS, rows) + ("\n" + format_table(GAIN_HEADERS, gains) if gains else ""))
     train = args.train_subset or "all"
     widths = "-".join(map(str, args.widths))
     epochs, two_step = str(args.epochs), ""
@@ -275,7 +309,10 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
             "test: the 10,000 official test images. Mean and standard deviation over seeds, after the last epoch; "
             f"train seconds per run (mean): {statistics.mean(r['seconds'] for r in runs):.0f}. "
             f"{two_step}OPs = BOPs/64 + FLOPs, ratio to {args.options[0]!r}.\n\n"
-            f"{format_table(HEADERS, rows, markdown=True)}\n")
+            f"{format_table(HEADERS, rows, markdown=True)}\n"
+            + (f"\nTop-1 minus {args.options[0]!r}'s, paired by seed (on the seeds both ran; percentage points), "
+               "and where the two mean ± std ranges over those seeds lie:\n\n"
+               f"{format_table(GAIN_HEADERS, gains, markdown=True)}\n" if gains else ""))
 
 
 def train_all(jobs: List[tuple], args: argparse.Namespace) -> Iterator[dict]:
