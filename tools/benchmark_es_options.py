@@ -310,7 +310,7 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
             f"train seconds per run (mean): {statistics.mean(r['seconds'] for r in runs):.0f}. "
             f"{two_step}OPs = BOPs/64 + FLOPs, ratio to {args.options[0]!r}.\n\n"
             f"{format_table(HEADERS, rows, markdown=True)}\n"
-            + (f"\nTop-1 minus {args.options[0]!r}'s, paired by seed (on the seeds both ran; percentage points), "
+            + (f"\nTop-1 minus that of {args.options[0]!r}, paired by seed (on the seeds both ran; percentage points), "
                "and where the two mean ± std ranges over those seeds lie:\n\n"
                f"{format_table(GAIN_HEADERS, gains, markdown=True)}\n" if gains else ""))
 
