@@ -87,14 +87,16 @@ def test_es_configs_keep_baseline_bops():
              ("reactnet-resnet18_step2_8xb32_in1k.py", "es-reactnet-resnet18-tau2_step2_8xb32_in1k.py", 64),
              ("reactnet-resnet18_step2_8xb32_in1k.py", "es-reactnet-resnet18-tau2-g2_step2_8xb32_in1k.py", 64),
              ("reactnet-a_8xb32_in1k.py", "es-reactnet-a-tau2_8xb32_in1k.py", 64),
-             ("bnext-t_8xb64_in1k.py", "es-bnext-t-tau2_8xb64_in1k.py", 64)]
+             ("bnext-t_8xb64_in1k.py", "es-bnext-t-tau2_8xb64_in1k.py", 64),
+             ("es-resnet20-tau1_1xb128_fashion-mnist.py", "es-resnet20-tau2-g2_1xb128_fashion-mnist.py", 28),
+             ("es-resnet20-w24-tau1_1xb128_fashion-mnist.py", "es-resnet20-w24-tau3_1xb128_fashion-mnist.py", 28)]
     for base_name, es_name, size in pairs:
         base = load_cfg(ROOT / "configs/mmpretrain" / base_name).model.backbone
         es = load_cfg(ROOT / "configs/mmpretrain" / es_name).model.backbone
         assert es.expand_ratio * es.get("es_groups", 1) > 1 and "expand_ratio" not in base  # baseline: default tau=1
         from mmpretrain.registry import MODELS
 
-        x = torch.randn(1, 3, size, size)
+        x = torch.randn(1, base.get("in_channels", 3), size, size)
         rb, re = complexity(MODELS.build(base), x), complexity(MODELS.build(es), x)
         assert rb.bops == re.bops > 0 and rb.flops == re.flops, (base_name, es_name)
 
