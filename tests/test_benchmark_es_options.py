@@ -92,6 +92,19 @@ def test_paired_gains_are_differences_seed_by_seed_on_shared_seeds():
     assert tool._ranges([90.0, 91.0], [80.0, 81.0]) == "above" and tool._ranges([80.0, 81.0], [90.0]) == "below"
 
 
+def test_report_gives_train_seconds_per_device():
+    args = tool.argparse.Namespace(options=["baseline", "ES"], widths=[16, 32, 64], train_subset=None, epochs=4,
+                                   two_step=False, lr=1e-3, weight_decay=5e-6, binary_weight_decay=0.0,
+                                   batch_size=128, val_per_class=500)
+    runs = [dict(options=name, seed=seed, val=80.0 + seed, test=80.0, seconds=seconds, device=device)
+            for name in ("baseline", "ES") for seed, seconds, device in ((0, 100.0, "NVIDIA H200"), (1, 3000.0, "cpu"),
+                                                                         (2, 5000.0, "cpu"))]
+    text = tool.report(runs, args)
+    assert "trained on NVIDIA H200, cpu." in text
+    assert "train seconds per run (mean): 100 on NVIDIA H200, 4000 on cpu." in text
+    assert "train seconds per run (mean): 100." in tool.report([r for r in runs if r["seed"] == 0], args)
+
+
 def test_section_of_another_benchmark_is_refused(capsys):
     with pytest.raises(SystemExit):
         tool.main(["--section", "fashion", "--report-only"])

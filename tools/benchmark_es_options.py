@@ -296,18 +296,21 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
             "seeds); step 1 ended at validation top-1 "
             + ", ".join(f"{name!r} {statistics.mean(r['step1_val'] for r in runs if r['options'] == name):.2f}"
                         for name in args.options if any(r["options"] == name for r in runs)) + ". ")
+    devices = sorted({r["device"] for r in runs})
+    seconds = ", ".join(f"{statistics.mean(r['seconds'] for r in runs if r['device'] == device):.0f}"
+                        + (f" on {device}" if len(devices) > 1 else "") for device in devices)
     return (f"## ES design options on Fashion-MNIST ({train} training images, {epochs} epochs"
             f"{', two-step + KD' if args.two_step else ''}, "
             f"Adam {args.lr:g}, widths {widths}, weight decay {args.weight_decay:g}/{args.binary_weight_decay:g})\n\n"
             f"Written by `tools/benchmark_es_options.py` on {time.strftime('%Y-%m-%d')}, trained on "
-            f"{', '.join(sorted({r['device'] for r in runs}))}. Binary "
+            f"{', '.join(devices)}. Binary "
             f"ResNet-20 (core `ESBinaryResNet`, Bi-Real units, stage widths {widths}) in a plain PyTorch loop with the "
             f"Fashion-MNIST configs' schedule and augmentation: {args.epochs} epochs, batch {args.batch_size}, Adam "
             f"{args.lr:g} with cosine decay, weight decay {args.weight_decay:g} ({args.binary_weight_decay:g} on the "
             f"latent binary weights), training images: {train}; validation: {10 * args.val_per_class} held out from "
             "train (the choice is made on it); "
             "test: the 10,000 official test images. Mean and standard deviation over seeds, after the last epoch; "
-            f"train seconds per run (mean): {statistics.mean(r['seconds'] for r in runs):.0f}. "
+            f"train seconds per run (mean): {seconds}. "
             f"{two_step}OPs = BOPs/64 + FLOPs, ratio to {args.options[0]!r}.\n\n"
             f"{format_table(HEADERS, rows, markdown=True)}\n"
             + (f"\nTop-1 minus that of {args.options[0]!r}, paired by seed (on the seeds both ran; percentage points), "
