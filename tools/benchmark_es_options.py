@@ -20,7 +20,8 @@ class), the test split only reports. The options (METHOD.md section 2; official 
 step 1 real weights, step 2 fully binary from step 1, both distilled from the full-precision run of the same seed
 and recipe, which is trained first when missing.
 
-Runs on CPU or CUDA (``--device``); ``--jobs N`` trains N runs at once in separate processes.
+Runs on CPU or CUDA (``--device``); ``--jobs N`` trains N runs at once in separate processes. Under each table,
+every option set's gain over the first, paired by seed, says whether the mean ± std ranges are apart.
 
     python tools/benchmark_es_options.py --epochs 10 --seeds 0 1 2 --out docs/results/classification.md
 
