@@ -36,7 +36,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import RUNNERS, init_default_scope
 
 import esbnn_plugins.mmpretrain  # noqa: F401
-from esbnn_plugins.analysis import complexity, format_table, stored_run, text_digest, write_section
+from esbnn_plugins.analysis import complexity, format_table, seed_spread, stored_run, text_digest, write_section
 from esbnn_plugins.analysis.variants import backbone_variant, parse_variant, positive_int, variant_label
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -260,7 +260,7 @@ def fashion_report(args: argparse.Namespace, parser: argparse.ArgumentParser, ou
                 continue
             report, memory = stats[label]
             tests = [r["test_accuracy"] for r in runs]
-            mean, std = statistics.mean(tests), statistics.stdev(tests) if len(tests) > 1 else 0.0
+            mean, std = statistics.mean(tests), seed_spread(tests)
             step = statistics.mean(r["step_time"] for r in runs)
             rows.append([label, recipe, mean, std, statistics.mean(r["accuracy"][-1] for r in runs), report.bops,
                          report.flops, report.ops / base_report.ops, report.binary_params, report.fp_params,
@@ -352,7 +352,7 @@ def fashion_vit_report(args: argparse.Namespace, parser: argparse.ArgumentParser
     rows, curves = [], {}
     for label, runs in results.items():
         report, tests = reports[label], [r["test_accuracy"] for r in runs]
-        rows.append([label, statistics.mean(tests), statistics.stdev(tests) if len(tests) > 1 else 0.0,
+        rows.append([label, statistics.mean(tests), seed_spread(tests),
                      statistics.mean(r["accuracy"][-1] for r in runs), report.bops, report.matmul_bops, report.flops,
                      report.ops / reports[base].ops, report.binary_params, report.fp_params,
                      statistics.mean(r["step_time"] for r in runs) / base_step, timed[label] / timed[base]])
@@ -410,7 +410,7 @@ def mnist_report(args: argparse.Namespace, parser: argparse.ArgumentParser, out:
             step = statistics.mean(r["step_time"] for r in results)
             base_ops, base_step = base_ops or report.ops, base_step or step
             rows.append([dataset, label, statistics.mean(finals),
-                         statistics.stdev(finals) if len(finals) > 1 else 0.0, report.bops, report.ops / base_ops,
+                         seed_spread(finals), report.bops, report.ops / base_ops,
                          step * 1e3, step / base_step])
             print(format_table(HEADERS, rows[-1:]), flush=True)
     headers = HEADERS

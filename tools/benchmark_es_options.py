@@ -44,7 +44,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +52,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from esbnn_plugins.analysis import complexity, format_table, stored_result, stored_run, write_section  # noqa: E402
+from esbnn_plugins.analysis import (complexity, format_table, seed_spread, stored_result, stored_run,  # noqa: E402
+                                    write_section)
 from esbnn_plugins.analysis.variants import positive_int  # noqa: E402
 from esbnn_plugins.datasets.fashion_mnist import split_indices  # noqa: E402
 from esbnn_plugins.models import ARCHS, ESBinaryResNet  # noqa: E402
@@ -234,14 +235,13 @@ def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> d
                 seconds=seconds, device=where, **steps)
 
 
-def _spread(values: Sequence[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def _ranges(mine: Sequence[float], reference: Sequence[float]) -> str:
     """Where the mean ± std range of ``mine`` lies against the reference's: above, below, or overlap."""
-    (low, high), (ref_low, ref_high) = ((statistics.mean(v) - _spread(v), statistics.mean(v) + _spread(v))
-                                        for v in (mine, reference))
+    def span(values: Sequence[float]) -> Tuple[float, float]:
+        centre, width = statistics.mean(values), seed_spread(values)
+        return centre - width, centre + width
+
+    (low, high), (ref_low, ref_high) = span(mine), span(reference)
     return "above" if low > ref_high else "below" if high < ref_low else "overlap"
 
 
@@ -260,7 +260,7 @@ def paired_gains(runs: List[dict], options: Sequence[str]) -> List[list]:
             mine = [by_run[name, seed][split] for seed in seeds]
             reference = [by_run[options[0], seed][split] for seed in seeds]
             gains = [a - b for a, b in zip(mine, reference)]
-            row += [statistics.mean(gains), _spread(gains), " ".join(f"{g:+.2f}" for g in gains),
+            row += [statistics.mean(gains), seed_spread(gains), " ".join(f"{g:+.2f}" for g in gains),
                     _ranges(mine, reference)]
         rows.append(row)
     return rows
@@ -278,9 +278,9 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
             continue
         vals, tests = [r["val"] for r in mine], [r["test"] for r in mine]
         cfg, rep = OPTION_SETS[name], stats[name]
-        rows.append([name, cfg.get("expand_ratio", 1), cfg.get("es_groups", 1), statistics.mean(vals), _spread(vals),
-                     statistics.mean(tests), _spread(tests), rep.bops, rep.flops, rep.ops / base_ops, rep.binary_params,
-                     rep.fp_params, " ".join(str(r["seed"]) for r in mine)])
+        rows.append([name, cfg.get("expand_ratio", 1), cfg.get("es_groups", 1), statistics.mean(vals),
+                     seed_spread(vals), statistics.mean(tests), seed_spread(tests), rep.bops, rep.flops,
+                     rep.ops / base_ops, rep.binary_params, rep.fp_params, " ".join(str(r["seed"]) for r in mine)])
     gains = paired_gains(runs, args.options)
     print("\n" + format_table(HEADERS, rows) + ("\n" + format_table(GAIN_HEADERS, gains) if gains else ""))
     train = args.train_subset or "all"

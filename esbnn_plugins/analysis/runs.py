@@ -3,8 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
+
+
+def seed_spread(values: Sequence[float]) -> float:
+    """The sample standard deviation of a result over seeds; 0 for a single seed."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def text_digest(text: str) -> str:
