@@ -89,7 +89,8 @@ def test_paired_gains_are_differences_seed_by_seed_on_shared_seeds():
     assert row[6] == pytest.approx(0.75) and row[7] == pytest.approx(1.0606602) and row[8] == "+0.00 +1.50"
     # val: es 82.75 ± 1.06 against 81.0 ± 1.41 overlap; test: es 82.0 ± 1.41 against 81.25 ± 0.35 overlap
     assert row[5] == "overlap" and row[9] == "overlap"
-    assert tool._ranges([90.0, 91.0], [80.0, 81.0]) == "above" and tool._ranges([80.0, 81.0], [90.0]) == "below"
+    assert tool._ranges([90.0, 91.0], [80.0, 81.0]) == "above" and tool._ranges([80.0, 81.0], [90.0, 90.5]) == "below"
+    assert tool._ranges([91.0], [90.0]) == "one seed"  # no spread: a single seed says nothing about overlap
 
 
 def test_report_gives_train_seconds_per_device():

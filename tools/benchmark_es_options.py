@@ -236,7 +236,11 @@ def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> d
 
 
 def _ranges(mine: Sequence[float], reference: Sequence[float]) -> str:
-    """Where the mean ± std range of ``mine`` lies against the reference's: above, below, or overlap."""
+    """Where the mean ± std range of ``mine`` lies against the reference's: above, below, or overlap; "one seed"
+    where a single seed gives no spread to compare."""
+    if min(len(mine), len(reference)) < 2:
+        return "one seed"
+
     def span(values: Sequence[float]) -> Tuple[float, float]:
         centre, width = statistics.mean(values), seed_spread(values)
         return centre - width, centre + width
