@@ -65,7 +65,7 @@ def test_tiny_run_stores_runs_and_writes_report(tmp_path, monkeypatch):
     recipe = "train_subset=None_val_per_class=1_batch_size=10_lr=0.001_weight_decay=5e-06_binary_weight_decay"
     assert sorted(path.parent.name for path in work.rglob("baseline_seed0.json")) == [
         f"epochs=1_{recipe}=0.0_widths=16-32-64", f"epochs=2_{recipe}=1e-05_widths=8-16-32"]
-    assert all(run["device"] == "cpu" for run in stored().values())
+    assert all(run["device"] == "cpu" and run["precision"] == "fp32" for run in stored().values())
     text = out.read_text()
     assert "<!-- benchmark:fashion-options -->" in text and "<!-- benchmark:fashion-options-long -->" in text
     assert ("## ES design options on Fashion-MNIST (all training images, 1 epochs, Adam 0.001, widths 16-32-64, "
@@ -101,9 +101,24 @@ def test_report_gives_train_seconds_per_device():
             for name in ("baseline", "ES") for seed, seconds, device in ((0, 100.0, "NVIDIA H200"), (1, 3000.0, "cpu"),
                                                                          (2, 5000.0, "cpu"))]
     text = tool.report(runs, args)
-    assert "trained on NVIDIA H200, cpu." in text
-    assert "train seconds per run (mean): 100 on NVIDIA H200, 4000 on cpu." in text
+    # GPU runs stored without a precision ran PyTorch's default TF32 convolutions; the tool's own run full fp32
+    assert "trained on NVIDIA H200 (TF32 convolutions), cpu." in text
+    assert "train seconds per run (mean): 100 on NVIDIA H200 (TF32 convolutions), 4000 on cpu." in text
     assert "train seconds per run (mean): 100." in tool.report([r for r in runs if r["seed"] == 0], args)
+    fp32 = [dict(r, precision="fp32") for r in runs]
+    assert "trained on NVIDIA H200, cpu." in tool.report(fp32, args)
+    assert "trained on NVIDIA H200, NVIDIA H200 (TF32 convolutions), cpu." in tool.report(fp32[:2] + runs[2:], args)
+
+
+def test_cuda_runs_use_full_fp32_convolutions_and_matmuls():
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = conv.fp32_precision, matmul.fp32_precision
+    try:
+        conv.fp32_precision = matmul.fp32_precision = "tf32"
+        tool.full_fp32_on_cuda()
+        assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = before
 
 
 def test_section_of_another_benchmark_is_refused(capsys):

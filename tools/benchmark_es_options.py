@@ -202,6 +202,21 @@ def fit(model: torch.nn.Module, args: argparse.Namespace, generator: torch.Gener
     return time.perf_counter() - start
 
 
+def full_fp32_on_cuda() -> None:
+    """cuDNN convolutions and CUDA matmuls in full fp32, the CPU's arithmetic: PyTorch runs cuDNN's fp32
+    convolutions in TF32 by default (inputs rounded to 10-bit mantissas), so GPU and CPU runs would differ by more
+    than the order of summation."""
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+
+
+def trained_on(run: dict) -> str:
+    """Where a stored run trained: its device, and "TF32 convolutions" for a GPU run stored before
+    :func:`full_fp32_on_cuda` (without a ``precision``), which ran PyTorch's default."""
+    tf32 = run["device"] != "cpu" and "precision" not in run
+    return run["device"] + (" (TF32 convolutions)" if tf32 else "")
+
+
 def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> dict:
     """One training of option set ``name``; returns its final validation and test top-1. Two-step (METHOD.md
     section 5): step 1 with real weights, step 2 fully binary from step 1's weights, both ``args.epochs`` long and
@@ -211,6 +226,8 @@ def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> d
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     device = args.device
+    if torch.device(device).type == "cuda":
+        full_fp32_on_cuda()
     train_x, train_y = tensors(args, "train", args.train_subset)
     val_x, val_y = tensors(args, "val")
     test_x, test_y = tensors(args, "test")
@@ -232,7 +249,7 @@ def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> d
             torch.save(model.state_dict(), teacher_weights(seed, args))
     where = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else torch.device(device).type
     return dict(options=name, seed=seed, val=accuracy(model, val_x, val_y), test=accuracy(model, test_x, test_y),
-                seconds=seconds, device=where, **steps)
+                seconds=seconds, device=where, precision="fp32", **steps)
 
 
 def _ranges(mine: Sequence[float], reference: Sequence[float]) -> str:
@@ -292,17 +309,17 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
     epochs, two_step = str(args.epochs), ""
     if args.two_step:
         teachers = [stored_teacher(seed, args) for seed in sorted({r["seed"] for r in runs})]
-        trained_on = ", ".join(sorted({t["device"] for t in teachers if t is not None})) or "no stored run left"
+        teachers_on = ", ".join(sorted({trained_on(t) for t in teachers if t is not None})) or "no stored run left"
         epochs, two_step = f"{args.epochs} + {args.epochs}", (
             f"Two-step + KD (METHOD.md section 5, the `*_kd-step*` configs' recipe): step 1 with real weights, step 2 "
             f"fully binary from step 1's weights, {args.epochs} epochs each, both distilled (KL divergence, T = 1, no "
             f"label loss) from the full-precision network of the same seed trained one step with this recipe (on "
-            f"{trained_on}; validation top-1 {statistics.mean(r['teacher_val'] for r in runs):.2f}, mean over "
+            f"{teachers_on}; validation top-1 {statistics.mean(r['teacher_val'] for r in runs):.2f}, mean over "
             "seeds); step 1 ended at validation top-1 "
             + ", ".join(f"{name!r} {statistics.mean(r['step1_val'] for r in runs if r['options'] == name):.2f}"
                         for name in args.options if any(r["options"] == name for r in runs)) + ". ")
-    devices = sorted({r["device"] for r in runs})
-    seconds = ", ".join(f"{statistics.mean(r['seconds'] for r in runs if r['device'] == device):.0f}"
+    devices = sorted({trained_on(r) for r in runs})
+    seconds = ", ".join(f"{statistics.mean(r['seconds'] for r in runs if trained_on(r) == device):.0f}"
                         + (f" on {device}" if len(devices) > 1 else "") for device in devices)
     return (f"## ES design options on Fashion-MNIST ({train} training images, {epochs} epochs"
             f"{', two-step + KD' if args.two_step else ''}, "
