@@ -226,7 +226,8 @@ def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> d
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     device = args.device
-    if torch.device(device).type == "cuda":
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
         full_fp32_on_cuda()
     train_x, train_y = tensors(args, "train", args.train_subset)
     val_x, val_y = tensors(args, "val")
@@ -247,7 +248,7 @@ def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> d
         if name == TEACHER:
             teacher_weights(seed, args).parent.mkdir(parents=True, exist_ok=True)
             torch.save(model.state_dict(), teacher_weights(seed, args))
-    where = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else torch.device(device).type
+    where = torch.cuda.get_device_name(device) if cuda else torch.device(device).type
     return dict(options=name, seed=seed, val=accuracy(model, val_x, val_y), test=accuracy(model, test_x, test_y),
                 seconds=seconds, device=where, precision="fp32", **steps)
 
