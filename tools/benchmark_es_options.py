@@ -204,8 +204,8 @@ def fit(model: torch.nn.Module, args: argparse.Namespace, generator: torch.Gener
 
 def full_fp32_on_cuda() -> None:
     """cuDNN convolutions and CUDA matmuls in full fp32, the CPU's arithmetic: PyTorch runs cuDNN's fp32
-    convolutions in TF32 by default (inputs rounded to 10-bit mantissas), so GPU and CPU runs would differ by more
-    than the order of summation."""
+    convolutions in TF32 by default (inputs rounded to 10-bit mantissas), so GPU and CPU runs would differ in
+    precision, not only in float rounding."""
     torch.backends.cudnn.conv.fp32_precision = "ieee"
     torch.backends.cuda.matmul.fp32_precision = "ieee"
 
