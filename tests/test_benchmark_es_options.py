@@ -23,6 +23,34 @@ def test_augment_is_a_padded_shifted_window_maybe_flipped():
     assert 0 < flipped < 16
 
 
+def markdown_table(text: str) -> list:
+    """The rows of the first markdown table in ``text``, as dicts keyed by the header's cells."""
+    block = [line for line in next(b for b in text.split("\n\n") if b.startswith("|")).splitlines()
+             if line.startswith("|")]
+    headers, *rows = ([cell.strip() for cell in line.strip("|").split("|")] for line in block[:1] + block[2:])
+    return [dict(zip(headers, row)) for row in rows]
+
+
+def test_train_top1_is_the_trained_network_on_its_own_training_images(tmp_path, monkeypatch):
+    make_fashion(tmp_path / "fashion", per_class=(6, 2))
+    args = tool.argparse.Namespace(data_root=tmp_path / "fashion", val_per_class=1, train_subset=None, device="cpu",
+                                   widths=[8, 16, 32], two_step=False)
+    trained = []
+
+    def untrained_fit(model, *_args, **_kwargs):  # the network stays as built, so the test can rebuild it
+        trained.append(model)
+        return 0.5, [2.5, 1.5]
+
+    monkeypatch.setattr(tool, "fit", untrained_fit)
+    run = tool.train_run("baseline", 3, args, threads=1)
+    torch.manual_seed(3)
+    model = tool.build(tool.OPTION_SETS["baseline"], args.widths)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained[0].state_dict().values()))
+    train_x, train_y = tool.tensors(args, "train")
+    assert len(train_y) == 50 and run["train"] == tool.accuracy(model, train_x, train_y)
+    assert run["train_loss"] == [2.5, 1.5] and run["seconds"] == 0.5
+
+
 def test_tiny_run_stores_runs_and_writes_report(tmp_path, monkeypatch):
     make_fashion(tmp_path / "fashion", per_class=(4, 2))
     out = tmp_path / "report.md"
@@ -37,15 +65,22 @@ def test_tiny_run_stores_runs_and_writes_report(tmp_path, monkeypatch):
 
     runs = stored()
     assert list(runs) == ["baseline_seed0.json", "es-widened-classifier_seed0.json"]
-    assert all(0 <= r["val"] <= 100 and 0 <= r["test"] <= 100 for r in runs.values())
+    assert all(0 <= r[split] <= 100 for r in runs.values() for split in ("train", "val", "test"))
+    # one mean loss per epoch, of the cross-entropy the run minimised
+    assert all(len(r["train_loss"]) == 1 and 0 < r["train_loss"][0] < 10 for r in runs.values())
     assert runs["baseline_seed0.json"]["settings"]["options"] == tool.OPTION_SETS["baseline"]
     text = out.read_text()
     assert "kept" in text and "<!-- benchmark:fashion-options -->" in text
-    row = next(line for line in text.splitlines() if line.startswith("| ES + widened classifier"))
-    assert row.split("|")[2].strip() == "2" and float(row.split("|")[10]) <= 1.02
-    gain = next(line for line in text.split("paired by seed")[1].splitlines() if line.startswith("| ES + wide"))
-    assert gain.split("|")[5].strip() == "{:+.2f}".format(
-        runs["es-widened-classifier_seed0.json"]["val"] - runs["baseline_seed0.json"]["val"])
+    assert "train: the network's own training images (eval mode, no augmentation)" in text
+    (row,) = [r for r in markdown_table(text) if r["Options"] == "ES + widened classifier"]
+    assert row["tau"] == "2" and float(row["OPs ratio"]) <= 1.02
+    assert float(row["Train top-1 (%)"]) == pytest.approx(runs["es-widened-classifier_seed0.json"]["train"], abs=0.01)
+    assert float(row["Last-epoch loss"]) == pytest.approx(runs["es-widened-classifier_seed0.json"]["train_loss"][-1],
+                                                          rel=1e-3)
+    (gain,) = [r for r in markdown_table(text.split("paired by seed")[1]) if r["Options"] == "ES + widened classifier"]
+    for split in ("train", "val"):
+        assert gain[f"{split.title()} gain per seed"] == "{:+.2f}".format(
+            runs["es-widened-classifier_seed0.json"][split] - runs["baseline_seed0.json"][split])
     # a rerun with the same settings reuses the finished runs and trains only the new option set
     tool.main(args + ["--options", "baseline", "ES + widened classifier", "ES + mean reduce"])
     assert stored() == dict(runs, **{"es-mean-reduce_seed0.json": stored()["es-mean-reduce_seed0.json"]})
@@ -72,8 +107,8 @@ def test_tiny_run_stores_runs_and_writes_report(tmp_path, monkeypatch):
             "weight decay 5e-06/0)") in text
     assert ("## ES design options on Fashion-MNIST (all training images, 2 epochs, Adam 0.001, widths 8-16-32, "
             "weight decay 5e-06/1e-05)") in text
-    wide = next(line for line in text.split("fashion-options-long")[1].splitlines() if line.startswith("| baseline"))
-    assert wide.split("|")[11].strip().replace(",", "") == str(sum(  # binary params of the 8-16-32 network
+    (wide,) = markdown_table(text.split("fashion-options-long")[1])
+    assert wide["Binary params"].replace(",", "") == str(sum(  # binary params of the 8-16-32 network
         m.weight.numel() for m in tool.build(tool.OPTION_SETS["baseline"], (8, 16, 32)).modules()
         if getattr(m, "is_binary", False)))
 
@@ -89,6 +124,11 @@ def test_paired_gains_are_differences_seed_by_seed_on_shared_seeds():
     assert row[6] == pytest.approx(0.75) and row[7] == pytest.approx(1.0606602) and row[8] == "+0.00 +1.50"
     # val: es 82.75 ± 1.06 against 81.0 ± 1.41 overlap; test: es 82.0 ± 1.41 against 81.25 ± 0.35 overlap
     assert row[5] == "overlap" and row[9] == "overlap"
+    # the training images' top-1 joins the splits where every run stored it
+    fitted = [dict(r, train=90.0 + r["val"] - 80.0) for r in runs]
+    (row,) = tool.paired_gains(fitted, ["base", "es", "other"])
+    assert row[2:6] == [pytest.approx(1.75), pytest.approx(0.3535534), "+2.00 +1.50", "overlap"] and len(row) == 14
+    assert len(tool.paired_gains(fitted[:-1] + runs[-1:], ["base", "es"])[0]) == 10
     assert tool._ranges([90.0, 91.0], [80.0, 81.0]) == "above" and tool._ranges([80.0, 81.0], [90.0, 90.5]) == "below"
     assert tool._ranges([91.0], [90.0]) == "one seed"  # no spread: a single seed says nothing about overlap
 
@@ -108,6 +148,11 @@ def test_report_gives_train_seconds_per_device():
     fp32 = [dict(r, precision="fp32") for r in runs]
     assert "trained on NVIDIA H200, cpu." in tool.report(fp32, args)
     assert "trained on NVIDIA H200, NVIDIA H200 (TF32 convolutions), cpu." in tool.report(fp32[:2] + runs[2:], args)
+    assert "Train top-1 (%)" not in text
+    fitted = [dict(r, train=95.0 + r["seed"], train_loss=[1.0, 0.1 * r["seed"]]) for r in runs]
+    assert [(r["Train top-1 (%)"], r["Val top-1 (%)"], r["Last-epoch loss"])
+            for r in markdown_table(tool.report(fitted, args))] == [("96", "81", "0.1")] * 2
+    assert "Train top-1 (%)" not in tool.report(fitted[1:] + runs[:1], args)  # a run stored before train top-1
 
 
 def test_cuda_runs_use_full_fp32_convolutions_and_matmuls():
@@ -134,11 +179,11 @@ def test_two_step_trains_the_teacher_first_then_step_2_from_step_1(tmp_path, mon
 
     def recording_fit(model, args, generator, train_x, train_y, teacher=None):
         start = {k: v.clone() for k, v in model.state_dict().items()}
-        seconds = fit(model, args, generator, train_x, train_y, teacher)
+        result = fit(model, args, generator, train_x, train_y, teacher)
         calls.append(dict(binary=any(getattr(m, "is_binary", False) for m in model.modules()),
                           teacher=None if teacher is None else {k: v.clone() for k, v in teacher.state_dict().items()},
                           start=start, end={k: v.clone() for k, v in model.state_dict().items()}))
-        return seconds
+        return result
 
     fit = tool.fit
     monkeypatch.setattr(tool, "fit", recording_fit)

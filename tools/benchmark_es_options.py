@@ -78,10 +78,7 @@ OPTION_SETS: Dict[str, dict] = {
 }
 TEACHER = "full precision"  # the two-step recipe's teacher, as resnet20-fp_1xb128_fashion-mnist.py
 MEAN, STD = 72.94, 90.02  # pixel statistics of configs/mmpretrain/_base_/fashion_mnist.py
-HEADERS = ["Options", "tau", "g", "Val top-1 (%)", "Val std", "Test top-1 (%)", "Test std", "BOPs", "FLOPs",
-           "OPs ratio", "Binary params", "FP params", "Seeds"]
-GAIN_HEADERS = ["Options", "Seeds", "Val gain", "Val std", "Val gain per seed", "Val ranges", "Test gain", "Test std",
-                "Test gain per seed", "Test ranges"]
+SPLITS = {"train": "Train", "val": "Val", "test": "Test"}  # top-1 a run stores, by key, and its column label
 
 
 def build(options: dict, widths: Optional[Sequence[int]] = None) -> ESBinaryResNet:
@@ -171,10 +168,11 @@ def stored_training(name: str, seed: int, args: argparse.Namespace, threads: int
 
 
 def fit(model: torch.nn.Module, args: argparse.Namespace, generator: torch.Generator, train_x: torch.Tensor,
-        train_y: torch.Tensor, teacher: Optional[torch.nn.Module] = None) -> float:
+        train_y: torch.Tensor, teacher: Optional[torch.nn.Module] = None) -> Tuple[float, List[float]]:
     """Train ``model`` with the recipe (Adam, cosine to 0, weight decay apart on latent binary weights); the loss is
     the cross-entropy or, with a ``teacher``, the KL divergence from its class distribution (T = 1, no label
-    loss: the ``*_kd-step*`` configs' ``DistillImageClassifier``, ReActNet section 4.3). Returns the seconds."""
+    loss: the ``*_kd-step*`` configs' ``DistillImageClassifier``, ReActNet section 4.3). Returns the seconds and
+    each epoch's mean loss over its batches."""
     latent = [m.weight for m in model.modules() if getattr(m, "is_binary", False)]
     others = [p for p in model.parameters() if all(p is not w for w in latent)]
     optimizer = torch.optim.Adam([dict(params=others, weight_decay=args.weight_decay),
@@ -182,8 +180,9 @@ def fit(model: torch.nn.Module, args: argparse.Namespace, generator: torch.Gener
     steps_per_epoch = math.ceil(len(train_y) / args.batch_size)
     total = steps_per_epoch * args.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
-    start = time.perf_counter()
+    start, losses = time.perf_counter(), []
     for _ in range(args.epochs):
+        total_loss = torch.zeros((), device=train_y.device)
         order = torch.randperm(len(train_y), generator=generator).to(train_y.device)
         for i in range(0, len(order), args.batch_size):
             batch = order[i:i + args.batch_size]
@@ -199,7 +198,9 @@ def fit(model: torch.nn.Module, args: argparse.Namespace, generator: torch.Gener
             loss.backward()
             optimizer.step()
             scheduler.step()
-    return time.perf_counter() - start
+            total_loss += loss.detach()
+        losses.append(total_loss.item() / steps_per_epoch)
+    return time.perf_counter() - start, losses
 
 
 def full_fp32_on_cuda() -> None:
@@ -218,7 +219,8 @@ def trained_on(run: dict) -> str:
 
 
 def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> dict:
-    """One training of option set ``name``; returns its final validation and test top-1. Two-step (METHOD.md
+    """One training of option set ``name``; returns its final top-1 on validation, test and its own training images
+    (eval mode, no augmentation: how well it fits them) and each epoch's mean training loss. Two-step (METHOD.md
     section 5): step 1 with real weights, step 2 fully binary from step 1's weights, both ``args.epochs`` long and
     distilled from the seed's full-precision run (:func:`teacher_weights`). The full-precision run keeps its
     weights for that."""
@@ -239,18 +241,20 @@ def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> d
         teacher.load_state_dict(torch.load(teacher_weights(seed, args), map_location=device))
         teacher.eval()
         step1 = build(dict(OPTION_SETS[name], weight_binarizer="real"), args.widths).to(device)
-        seconds = fit(step1, args, generator, train_x, train_y, teacher)
+        seconds, _ = fit(step1, args, generator, train_x, train_y, teacher)
         steps = dict(step1_val=accuracy(step1, val_x, val_y), teacher_val=accuracy(teacher, val_x, val_y))
         model.load_state_dict(step1.state_dict())
-        seconds += fit(model, args, generator, train_x, train_y, teacher)
+        step2_seconds, losses = fit(model, args, generator, train_x, train_y, teacher)
+        seconds += step2_seconds
     else:
-        seconds = fit(model, args, generator, train_x, train_y)
+        seconds, losses = fit(model, args, generator, train_x, train_y)
         if name == TEACHER:
             teacher_weights(seed, args).parent.mkdir(parents=True, exist_ok=True)
             torch.save(model.state_dict(), teacher_weights(seed, args))
     where = torch.cuda.get_device_name(device) if cuda else torch.device(device).type
     return dict(options=name, seed=seed, val=accuracy(model, val_x, val_y), test=accuracy(model, test_x, test_y),
-                seconds=seconds, device=where, precision="fp32", **steps)
+                train=accuracy(model, train_x, train_y), train_loss=losses, seconds=seconds, device=where,
+                precision="fp32", **steps)
 
 
 def _ranges(mine: Sequence[float], reference: Sequence[float]) -> str:
@@ -267,10 +271,16 @@ def _ranges(mine: Sequence[float], reference: Sequence[float]) -> str:
     return "above" if low > ref_high else "below" if high < ref_low else "overlap"
 
 
+def recorded_splits(runs: List[dict]) -> List[str]:
+    """The splits whose top-1 every run stored: validation and test always, the training images (how well the
+    network fits them) in runs stored since :func:`train_run` measures it."""
+    return [split for split in SPLITS if all(split in run for run in runs)]
+
+
 def paired_gains(runs: List[dict], options: Sequence[str]) -> List[list]:
-    """Each option set's top-1 minus the reference's (``options[0]``), seed by seed on the seeds both ran: mean,
-    standard deviation and the per-seed gains, and where the two mean ± std ranges lie (the target: ES above the
-    baseline by a point, with seed spreads that do not overlap)."""
+    """Each option set's top-1 minus the reference's (``options[0]``), seed by seed on the seeds both ran, on each
+    of :func:`recorded_splits`: mean, standard deviation and the per-seed gains, and where the two mean ± std ranges
+    lie (the target: ES above the baseline by a point, with seed spreads that do not overlap)."""
     by_run = {(r["options"], r["seed"]): r for r in runs}
     rows = []
     for name in options[1:]:
@@ -278,7 +288,7 @@ def paired_gains(runs: List[dict], options: Sequence[str]) -> List[list]:
         if not seeds:
             continue
         row: list = [name, " ".join(map(str, seeds))]
-        for split in ("val", "test"):
+        for split in recorded_splits(runs):
             mine = [by_run[name, seed][split] for seed in seeds]
             reference = [by_run[options[0], seed][split] for seed in seeds]
             gains = [a - b for a, b in zip(mine, reference)]
@@ -293,18 +303,24 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
     stats = {name: complexity(build(options, args.widths), x) for name, options in OPTION_SETS.items()
              if name in args.options}
     base_ops = stats[args.options[0]].ops
+    splits = recorded_splits(runs)
+    losses = all("train_loss" in run for run in runs)
+    headers = ["Options", "tau", "g", *(f"{SPLITS[s]} {column}" for s in splits for column in ("top-1 (%)", "std")),
+               *(["Last-epoch loss"] if losses else []), "BOPs", "FLOPs", "OPs ratio", "Binary params", "FP params", "Seeds"]
+    gain_headers = ["Options", "Seeds", *(f"{SPLITS[s]} {column}" for s in splits
+                                          for column in ("gain", "std", "gain per seed", "ranges"))]
     rows = []
     for name in args.options:
         mine = sorted((r for r in runs if r["options"] == name), key=lambda r: r["seed"])
         if not mine:
             continue
-        vals, tests = [r["val"] for r in mine], [r["test"] for r in mine]
         cfg, rep = OPTION_SETS[name], stats[name]
-        rows.append([name, cfg.get("expand_ratio", 1), cfg.get("es_groups", 1), statistics.mean(vals),
-                     seed_spread(vals), statistics.mean(tests), seed_spread(tests), rep.bops, rep.flops,
+        top1 = [f([r[split] for r in mine]) for split in splits for f in (statistics.mean, seed_spread)]
+        loss = [statistics.mean(r["train_loss"][-1] for r in mine)] if losses else []
+        rows.append([name, cfg.get("expand_ratio", 1), cfg.get("es_groups", 1), *top1, *loss, rep.bops, rep.flops,
                      rep.ops / base_ops, rep.binary_params, rep.fp_params, " ".join(str(r["seed"]) for r in mine)])
     gains = paired_gains(runs, args.options)
-    print("\n" + format_table(HEADERS, rows) + ("\n" + format_table(GAIN_HEADERS, gains) if gains else ""))
+    print("\n" + format_table(headers, rows) + ("\n" + format_table(gain_headers, gains) if gains else ""))
     train = args.train_subset or "all"
     widths = "-".join(map(str, args.widths))
     epochs, two_step = str(args.epochs), ""
@@ -332,13 +348,17 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
             f"{args.lr:g} with cosine decay, weight decay {args.weight_decay:g} ({args.binary_weight_decay:g} on the "
             f"latent binary weights), training images: {train}; validation: {10 * args.val_per_class} held out from "
             "train (the choice is made on it); "
-            "test: the 10,000 official test images. Mean and standard deviation over seeds, after the last epoch; "
+            "test: the 10,000 official test images"
+            + ("; train: the network's own training images (eval mode, no augmentation), how well it fits them"
+               if "train" in splits else "")
+            + ("; last-epoch loss: the mean training loss over the last epoch's batches" if losses else "")
+            + ". Mean and standard deviation over seeds, after the last epoch; "
             f"train seconds per run (mean): {seconds}. "
             f"{two_step}OPs = BOPs/64 + FLOPs, ratio to {args.options[0]!r}.\n\n"
-            f"{format_table(HEADERS, rows, markdown=True)}\n"
+            f"{format_table(headers, rows, markdown=True)}\n"
             + (f"\nTop-1 minus that of {args.options[0]!r}, paired by seed (on the seeds both ran; percentage points), "
                "and where the two mean ± std ranges over those seeds lie:\n\n"
-               f"{format_table(GAIN_HEADERS, gains, markdown=True)}\n" if gains else ""))
+               f"{format_table(gain_headers, gains, markdown=True)}\n" if gains else ""))
 
 
 def train_all(jobs: List[tuple], args: argparse.Namespace) -> Iterator[dict]:
