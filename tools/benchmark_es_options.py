@@ -304,9 +304,10 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
              if name in args.options}
     base_ops = stats[args.options[0]].ops
     splits = recorded_splits(runs)
-    losses = all("train_loss" in run for run in runs)
+    fitted = "train" in splits  # runs that store train top-1 store their losses too (train_run)
     headers = ["Options", "tau", "g", *(f"{SPLITS[s]} {column}" for s in splits for column in ("top-1 (%)", "std")),
-               *(["Last-epoch loss"] if losses else []), "BOPs", "FLOPs", "OPs ratio", "Binary params", "FP params", "Seeds"]
+               *(["Last-epoch loss"] if fitted else []), "BOPs", "FLOPs", "OPs ratio", "Binary params", "FP params",
+               "Seeds"]
     gain_headers = ["Options", "Seeds", *(f"{SPLITS[s]} {column}" for s in splits
                                           for column in ("gain", "std", "gain per seed", "ranges"))]
     rows = []
@@ -316,7 +317,7 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
             continue
         cfg, rep = OPTION_SETS[name], stats[name]
         top1 = [f([r[split] for r in mine]) for split in splits for f in (statistics.mean, seed_spread)]
-        loss = [statistics.mean(r["train_loss"][-1] for r in mine)] if losses else []
+        loss = [statistics.mean(r["train_loss"][-1] for r in mine)] if fitted else []
         rows.append([name, cfg.get("expand_ratio", 1), cfg.get("es_groups", 1), *top1, *loss, rep.bops, rep.flops,
                      rep.ops / base_ops, rep.binary_params, rep.fp_params, " ".join(str(r["seed"]) for r in mine)])
     gains = paired_gains(runs, args.options)
@@ -349,9 +350,8 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
             f"latent binary weights), training images: {train}; validation: {10 * args.val_per_class} held out from "
             "train (the choice is made on it); "
             "test: the 10,000 official test images"
-            + ("; train: the network's own training images (eval mode, no augmentation), how well it fits them"
-               if "train" in splits else "")
-            + ("; last-epoch loss: the mean training loss over the last epoch's batches" if losses else "")
+            + ("; train: the network's own training images (eval mode, no augmentation), how well it fits them; "
+               "last-epoch loss: the mean training loss over the last epoch's batches" if fitted else "")
             + ". Mean and standard deviation over seeds, after the last epoch; "
             f"train seconds per run (mean): {seconds}. "
             f"{two_step}OPs = BOPs/64 + FLOPs, ratio to {args.options[0]!r}.\n\n"
