@@ -111,6 +111,9 @@ def test_tiny_run_stores_runs_and_writes_report(tmp_path, monkeypatch):
     assert wide["Binary params"].replace(",", "") == str(sum(  # binary params of the 8-16-32 network
         m.weight.numel() for m in tool.build(tool.OPTION_SETS["baseline"], (8, 16, 32)).modules()
         if getattr(m, "is_binary", False)))
+    # the thresholds' learning rate is part of the recipe where it is not the default
+    tool.main(args + ["--threshold-lr-mult", "10", "--options", "baseline", "--section", "fashion-options-thresholds"])
+    assert (work / f"epochs=1_{recipe}=0.0_widths=16-32-64_threshold_lr_mult=10.0" / "baseline_seed0.json").is_file()
 
 
 def test_paired_gains_are_differences_seed_by_seed_on_shared_seeds():
@@ -136,7 +139,7 @@ def test_paired_gains_are_differences_seed_by_seed_on_shared_seeds():
 def test_report_gives_train_seconds_per_device():
     args = tool.argparse.Namespace(options=["baseline", "ES"], widths=[16, 32, 64], train_subset=None, epochs=4,
                                    two_step=False, lr=1e-3, weight_decay=5e-6, binary_weight_decay=0.0,
-                                   batch_size=128, val_per_class=500)
+                                   threshold_lr_mult=1.0, batch_size=128, val_per_class=500)
     runs = [dict(options=name, seed=seed, val=80.0 + seed, test=80.0, seconds=seconds, device=device)
             for name in ("baseline", "ES") for seed, seconds, device in ((0, 100.0, "NVIDIA H200"), (1, 3000.0, "cpu"),
                                                                          (2, 5000.0, "cpu"))]
@@ -153,6 +156,28 @@ def test_report_gives_train_seconds_per_device():
     assert [(r["Train top-1 (%)"], r["Val top-1 (%)"], r["Last-epoch loss"])
             for r in markdown_table(tool.report(fitted, args))] == [("96", "81", "0.1")] * 2
     assert "Train top-1 (%)" not in tool.report(fitted[1:] + runs[:1], args)  # a run stored before train top-1
+    assert "thresholds" not in text
+    faster = tool.report(runs, tool.argparse.Namespace(**dict(vars(args), threshold_lr_mult=100.0)))
+    assert "Adam 0.001, thresholds 100x lr, widths 16-32-64" in faster
+    assert "Adam 0.001 with cosine decay (the RSign shifts, the binarisation thresholds, at 100 times that)" in faster
+
+
+@pytest.mark.parametrize("mult", [1.0, 30.0])
+def test_thresholds_train_at_their_own_learning_rate(mult):
+    # Adam's first step moves a parameter by its group's learning rate times |g| / (|g| + eps): at most that rate,
+    # and that rate within rounding where the gradient is not tiny
+    torch.manual_seed(0)
+    model = tool.build(tool.OPTION_SETS["ES + RSign, spread thresholds"], [8, 16, 32])
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    args = tool.argparse.Namespace(lr=1e-3, weight_decay=0.0, binary_weight_decay=0.0, threshold_lr_mult=mult,
+                                   batch_size=16, epochs=1)
+    x, y = torch.randint(0, 256, (16, 1, 28, 28)).float(), torch.arange(16) % 10
+    tool.fit(model, args, torch.Generator().manual_seed(0), x, y)
+    steps = {"threshold": 0.0, "other": 0.0}
+    for name, p in model.named_parameters():
+        kind = "threshold" if name.endswith("act_binarizer.shift.bias") else "other"
+        steps[kind] = max(steps[kind], (p.detach() - before[name]).abs().max().item() / args.lr)
+    assert steps == {"threshold": pytest.approx(mult, rel=1e-4), "other": pytest.approx(1.0, rel=1e-4)}
 
 
 def test_cuda_runs_use_full_fp32_convolutions_and_matmuls():

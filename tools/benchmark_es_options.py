@@ -3,8 +3,8 @@
 Trains the core ``ESBinaryResNet`` (depth 20, Bi-Real units) in a plain PyTorch loop with the recipe of
 ``configs/mmpretrain/es-resnet20-tau1_1xb128_fashion-mnist.py`` (Adam 1e-3, cosine to 0, weight decay
 5e-6 except on latent binary weights, batch 128, random crop with 2-pixel padding and horizontal flip;
-``--lr``, ``--weight-decay``, ``--binary-weight-decay`` and ``--widths`` change the recipe) for each option
-set and seed; every choice is read on the validation split (last 500 train images per
+``--lr``, ``--weight-decay``, ``--binary-weight-decay``, ``--threshold-lr-mult`` and ``--widths`` change the
+recipe) for each option set and seed; every choice is read on the validation split (last 500 train images per
 class), the test split only reports. The options (METHOD.md section 2; official code leads):
 
 * ``stem_norm_after_expand``: the stem's BN over the ``C*tau*g`` replicated channels (ES-BNext);
@@ -54,7 +54,8 @@ sys.path.insert(0, str(ROOT))
 
 from esbnn_plugins.analysis import (complexity, format_table, seed_spread, stored_result, stored_run,  # noqa: E402
                                     write_section)
-from esbnn_plugins.analysis.variants import positive_int  # noqa: E402
+from esbnn_plugins.analysis.variants import positive_float, positive_int  # noqa: E402
+from esbnn_plugins.ops.binarizers import RSign  # noqa: E402
 from esbnn_plugins.datasets.fashion_mnist import split_indices  # noqa: E402
 from esbnn_plugins.models import ARCHS, ESBinaryResNet  # noqa: E402
 
@@ -121,6 +122,7 @@ def recipe(args: argparse.Namespace) -> dict:
     return dict(epochs=args.epochs, train_subset=args.train_subset, val_per_class=args.val_per_class,
                 batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                 binary_weight_decay=args.binary_weight_decay, widths=list(args.widths),
+                **(dict(threshold_lr_mult=args.threshold_lr_mult) if args.threshold_lr_mult != 1 else {}),
                 **(dict(two_step=True) if args.two_step else {}))
 
 
@@ -169,14 +171,18 @@ def stored_training(name: str, seed: int, args: argparse.Namespace, threads: int
 
 def fit(model: torch.nn.Module, args: argparse.Namespace, generator: torch.Generator, train_x: torch.Tensor,
         train_y: torch.Tensor, teacher: Optional[torch.nn.Module] = None) -> Tuple[float, List[float]]:
-    """Train ``model`` with the recipe (Adam, cosine to 0, weight decay apart on latent binary weights); the loss is
+    """Train ``model`` with the recipe (Adam, cosine to 0, weight decay apart on latent binary weights, the RSign
+    shifts, the binarisation thresholds, at ``--threshold-lr-mult`` times the learning rate); the loss is
     the cross-entropy or, with a ``teacher``, the KL divergence from its class distribution (T = 1, no label
     loss: the ``*_kd-step*`` configs' ``DistillImageClassifier``, ReActNet section 4.3). Returns the seconds and
     each epoch's mean loss over its batches."""
     latent = [m.weight for m in model.modules() if getattr(m, "is_binary", False)]
-    others = [p for p in model.parameters() if all(p is not w for w in latent)]
+    thresholds = [m.shift.bias for m in model.modules() if isinstance(m, RSign)]
+    others = [p for p in model.parameters() if all(p is not q for q in latent + thresholds)]
     optimizer = torch.optim.Adam([dict(params=others, weight_decay=args.weight_decay),
-                                  dict(params=latent, weight_decay=args.binary_weight_decay)], lr=args.lr)
+                                  dict(params=latent, weight_decay=args.binary_weight_decay),
+                                  dict(params=thresholds, weight_decay=args.weight_decay,
+                                       lr=args.lr * args.threshold_lr_mult)], lr=args.lr)
     steps_per_epoch = math.ceil(len(train_y) / args.batch_size)
     total = steps_per_epoch * args.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
@@ -325,6 +331,7 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
     train = args.train_subset or "all"
     widths = "-".join(map(str, args.widths))
     epochs, two_step = str(args.epochs), ""
+    thresholds_lr = f", thresholds {args.threshold_lr_mult:g}x lr" if args.threshold_lr_mult != 1 else ""
     if args.two_step:
         teachers = [stored_teacher(seed, args) for seed in sorted({r["seed"] for r in runs})]
         teachers_on = ", ".join(sorted({trained_on(t) for t in teachers if t is not None})) or "no stored run left"
@@ -341,12 +348,16 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
                         + (f" on {device}" if len(devices) > 1 else "") for device in devices)
     return (f"## ES design options on Fashion-MNIST ({train} training images, {epochs} epochs"
             f"{', two-step + KD' if args.two_step else ''}, "
-            f"Adam {args.lr:g}, widths {widths}, weight decay {args.weight_decay:g}/{args.binary_weight_decay:g})\n\n"
+            f"Adam {args.lr:g}{thresholds_lr}, widths {widths}, weight decay {args.weight_decay:g}/"
+            f"{args.binary_weight_decay:g})\n\n"
             f"Written by `tools/benchmark_es_options.py` on {time.strftime('%Y-%m-%d')}, trained on "
             f"{', '.join(devices)}. Binary "
             f"ResNet-20 (core `ESBinaryResNet`, Bi-Real units, stage widths {widths}) in a plain PyTorch loop with the "
             f"Fashion-MNIST configs' schedule and augmentation: {args.epochs} epochs, batch {args.batch_size}, Adam "
-            f"{args.lr:g} with cosine decay, weight decay {args.weight_decay:g} ({args.binary_weight_decay:g} on the "
+            f"{args.lr:g} with cosine decay"
+            + (f" (the RSign shifts, the binarisation thresholds, at {args.threshold_lr_mult:g} times that)"
+               if thresholds_lr else "")
+            + f", weight decay {args.weight_decay:g} ({args.binary_weight_decay:g} on the "
             f"latent binary weights), training images: {train}; validation: {10 * args.val_per_class} held out from "
             "train (the choice is made on it); "
             "test: the 10,000 official test images"
@@ -387,6 +398,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=5e-6, help="Adam's L2 on all but latent binary weights")
     parser.add_argument("--binary-weight-decay", type=float, default=0.0, help="Adam's L2 on latent binary weights")
+    parser.add_argument("--threshold-lr-mult", type=positive_float, default=1.0,
+                        help="learning rate of the RSign shifts (the binarisation thresholds) over --lr (default: 1)")
     parser.add_argument("--widths", type=positive_int, nargs=3, default=list(ARCHS[20]["widths"]),
                         help="ResNet-20's nominal stage widths")
     parser.add_argument("--two-step", action="store_true",
