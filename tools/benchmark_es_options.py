@@ -55,9 +55,9 @@ sys.path.insert(0, str(ROOT))
 from esbnn_plugins.analysis import (complexity, format_table, seed_spread, stored_result, stored_run,  # noqa: E402
                                     write_section)
 from esbnn_plugins.analysis.variants import positive_float, positive_int  # noqa: E402
-from esbnn_plugins.ops.binarizers import RSign  # noqa: E402
 from esbnn_plugins.datasets.fashion_mnist import split_indices  # noqa: E402
 from esbnn_plugins.models import ARCHS, ESBinaryResNet  # noqa: E402
+from esbnn_plugins.ops.binarizers import RSign  # noqa: E402
 
 OPTION_SETS: Dict[str, dict] = {
     "baseline": dict(expand_ratio=1, es_groups=1),
@@ -331,7 +331,7 @@ def report(runs: List[dict], args: argparse.Namespace) -> str:
     train = args.train_subset or "all"
     widths = "-".join(map(str, args.widths))
     epochs, two_step = str(args.epochs), ""
-    thresholds_lr = f", thresholds {args.threshold_lr_mult:g}x lr" if args.threshold_lr_mult != 1 else ""
+    thresholds_lr = f", thresholds {args.threshold_lr_mult:g}x lr" if "threshold_lr_mult" in recipe(args) else ""
     if args.two_step:
         teachers = [stored_teacher(seed, args) for seed in sorted({r["seed"] for r in runs})]
         teachers_on = ", ".join(sorted({trained_on(t) for t in teachers if t is not None})) or "no stored run left"
