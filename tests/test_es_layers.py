@@ -205,6 +205,54 @@ def test_spread_thresholds_need_a_learnable_shift_and_leave_tau1_alone():
     assert all(not p.any() for n, p in baseline.named_parameters() if n.endswith("shift.bias"))
 
 
+def test_calibrated_thresholds_are_each_channels_quantiles_of_what_the_layer_sees():
+    from esbnn_plugins.models import ESBinaryResNet
+    from esbnn_plugins.ops.stream import calibrate_thresholds
+
+    torch.manual_seed(0)
+    model = ESBinaryResNet(depth=20, in_channels=1, num_classes=10, expand_ratio=2, act_binarizer="rsign")
+    x = torch.randn(16, 1, 12, 12)
+    layers = [m for m in model.modules() if isinstance(m, ESBinaryConv2d)]
+    seen = {}  # each layer's input as the calibrated network computes it, in a pass of its own
+    hooks = [m.register_forward_pre_hook(lambda m, args: seen.__setitem__(m, args[0].clone())) for m in layers]
+    model.stages[0][0].bn.running_mean.fill_(0.5)
+    assert calibrate_thresholds(model, x, spread=0.5) == 18
+    assert model.training and model.stages[0][0].bn.running_mean.eq(0.5).all()  # norms' statistics left alone
+    assert model.stages[0][0].bn.num_batches_tracked == 0
+    calibrated = {m: m.act_binarizer.shift.bias.clone() for m in layers}
+    seen.clear()
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    quantiles = torch.tensor([-1.1503494, -0.3186394, 0.3186394, 1.1503494]) * 0.5  # tau * tau = 4 copies
+    for layer in layers:
+        values = seen[layer].transpose(0, 1).flatten(1)
+        blocks = quantiles.repeat_interleave(layer.in_width // 4)
+        torch.testing.assert_close(calibrated[layer], -(values.mean(1) + values.std(1) * blocks))
+    # the four input blocks are cut at their own quantiles: no two of them binarise alike
+    layer = model.stages[1][0].conv
+    signs = layer.act_binarizer(seen[layer]).unflatten(1, (4, 8))
+    assert all(not torch.equal(signs[:, r], signs[:, q]) for r in range(4) for q in range(r))
+
+
+def test_calibrated_thresholds_of_the_baseline_are_its_channel_means():
+    from esbnn_plugins.models import ESBinaryResNet
+    from esbnn_plugins.ops.stream import calibrate_thresholds
+
+    torch.manual_seed(0)
+    model = ESBinaryResNet(depth=20, in_channels=1, num_classes=10, act_binarizer="rsign").eval()
+    first = model.stages[0][0].conv
+    x = torch.randn(8, 1, 10, 10)
+    with torch.no_grad():
+        stem = model.stem.train()(x)
+    assert calibrate_thresholds(model, x) == 18 and not model.training
+    torch.testing.assert_close(first.act_binarizer.shift.bias, -stem.mean((0, 2, 3)))
+    with pytest.raises(ValueError, match="calibrate_thresholds: layer 'stages.0.0.conv' binarizes with ApproxSign.*"
+                                         "act_binarizer='rsign'"):
+        calibrate_thresholds(ESBinaryResNet(depth=20, in_channels=1, num_classes=10), x)
+
+
 def test_networks_take_threshold_spread_and_name_what_is_wrong():
     from esbnn_plugins.models import ESBinaryResNet, ESReActNet
     from esbnn_plugins.ops.stream import spread_thresholds

@@ -1,7 +1,7 @@
 """Widening the feature stream after the stem and narrowing it before the head (METHOD.md section 2)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -99,6 +99,22 @@ class ESReduce(nn.Module):
         return f"expand_ratio={self.expand_ratio}, es_groups={self.es_groups}, mode={self.mode!r}, dim={self.dim}"
 
 
+def _copy_quantiles(layer: nn.Module, name: str, spread: float) -> Tensor:
+    """``spread * Phi^-1((r + 1/2) / R)`` for each input feature of ``layer``, ``r`` its block among the layer's
+    ``R = tau*tau*g`` input blocks (normal quantiles); an error naming ``name`` where the layer has no learnable
+    shift before its sign."""
+    if not isinstance(layer.act_binarizer, RSign):
+        raise ValueError(f"layer {name!r} binarizes with {type(layer.act_binarizer).__name__}, which has no "
+                         "learnable shift; build the model with act_binarizer='rsign'")
+    replicas = layer.replicas
+    quantiles = spread * torch.distributions.Normal(0.0, 1.0).icdf((torch.arange(replicas) + 0.5) / replicas)
+    return quantiles.repeat_interleave(layer.in_width // replicas)
+
+
+def _es_binary_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    return [(name, layer) for name, layer in model.named_modules() if isinstance(layer, (ESBinaryConv2d, ESBinaryLinear))]
+
+
 def spread_thresholds(model: nn.Module, spread: float) -> int:
     """Initialise the learnable input shifts (``rsign``) of every ES binary layer of ``model`` with
     ``replicas > 1`` so the copies of a channel are binarised at different thresholds: the ``R = tau*tau*g``
@@ -107,17 +123,54 @@ def spread_thresholds(model: nn.Module, spread: float) -> int:
     the usual zero init the copies enter every binary layer identical (METHOD.md section 2) and differ only
     once the per-copy BN affines have moved apart. Returns the number of layers initialised."""
     count = 0
-    normal = torch.distributions.Normal(0.0, 1.0)
-    for name, layer in model.named_modules():
-        if not isinstance(layer, (ESBinaryConv2d, ESBinaryLinear)) or layer.replicas == 1:
+    for name, layer in _es_binary_layers(model):
+        if layer.replicas == 1:
             continue
-        if not isinstance(layer.act_binarizer, RSign):
-            raise ValueError(f"spread_thresholds: layer {name!r} binarizes with {type(layer.act_binarizer).__name__}, "
-                             "which has no learnable shift; build the model with act_binarizer='rsign'")
-        replicas = layer.replicas
-        thresholds = spread * normal.icdf((torch.arange(replicas) + 0.5) / replicas)
+        try:
+            thresholds = _copy_quantiles(layer, name, spread)
+        except ValueError as err:
+            raise ValueError(f"spread_thresholds: {err}") from None
         bias = layer.act_binarizer.shift.bias
         with torch.no_grad():  # sign(x + shift) flips at x = -shift
-            bias.copy_((-thresholds).repeat_interleave(bias.numel() // replicas).to(bias))
+            bias.copy_(-thresholds.to(bias))
         count += 1
     return count
+
+
+@torch.no_grad()
+def calibrate_thresholds(model: nn.Module, inputs: Tensor, spread: float = 1.0) -> int:
+    """Set the learnable input shifts (``rsign``) of every ES binary layer of ``model`` from data: in one forward
+    pass on ``inputs`` (train mode, as training sees them; the norm layers' running statistics are left as they
+    were), just before each layer runs, input feature ``j`` of block ``r`` gets the threshold
+    ``mean_j + std_j * spread * Phi^-1((r + 1/2) / R)`` of its own values, so the ``R = tau*tau*g`` copies of a
+    channel sit at the same normal quantiles of that channel's distribution at every depth, however its scale
+    grows along the residual stream (:func:`spread_thresholds` places them in absolute units); with ``R = 1``
+    the threshold is the channel's mean. Ours, not the paper's. Returns the number of layers calibrated."""
+    layers = _es_binary_layers(model)
+    quantiles = {}
+    for name, layer in layers:
+        try:
+            quantiles[layer] = _copy_quantiles(layer, name, spread)
+        except ValueError as err:
+            raise ValueError(f"calibrate_thresholds: {err}") from None
+
+    def calibrate(layer: nn.Module, args: tuple) -> None:
+        x = args[0]
+        feature_dim = 1 if isinstance(layer, ESBinaryConv2d) and x.dim() == 4 else x.dim() - 1
+        values = x.movedim(feature_dim, -1).reshape(-1, x.shape[feature_dim]).float()
+        thresholds = values.mean(0) + values.std(0) * quantiles[layer].to(values)
+        layer.act_binarizer.shift.bias.copy_(-thresholds)
+
+    buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    training = model.training
+    hooks = [layer.register_forward_pre_hook(calibrate) for _, layer in layers]
+    try:
+        model.train()
+        model(inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(training)
+        for name, buffer in model.named_buffers():
+            buffer.copy_(buffers[name])
+    return len(layers)
