@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from esbnn_plugins.ops.stream import calibrate_thresholds
 from test_fashion_mnist import make_fashion
 
 import benchmark_es_options as tool
@@ -49,6 +50,30 @@ def test_train_top1_is_the_trained_network_on_its_own_training_images(tmp_path, 
     train_x, train_y = tool.tensors(args, "train")
     assert len(train_y) == 50 and run["train"] == tool.accuracy(model, train_x, train_y)
     assert run["train_loss"] == [2.5, 1.5] and run["seconds"] == 0.5
+
+
+def test_calibrated_option_sets_start_from_the_first_batch_and_keep_the_data_order(tmp_path, monkeypatch):
+    make_fashion(tmp_path / "fashion", per_class=(6, 2))
+    args = tool.argparse.Namespace(data_root=tmp_path / "fashion", val_per_class=1, train_subset=None, device="cpu",
+                                   widths=[8, 16, 32], two_step=False, batch_size=20)
+    fitted = {}
+
+    def untrained_fit(model, _args, generator, *_rest, **_kwargs):
+        fitted[model] = generator.get_state()
+        return 0.5, [1.0]
+
+    monkeypatch.setattr(tool, "fit", untrained_fit)
+    tool.train_run("ES + RSign, calibrated thresholds", 1, args, threads=1)
+    tool.train_run("ES + RSign", 1, args, threads=1)
+    (calibrated, state), (plain, plain_state) = fitted.items()
+    assert torch.equal(state, plain_state)  # calibrating drew nothing from the run's generator
+    train_x, _ = tool.tensors(args, "train")
+    reference = tool.build(tool.OPTION_SETS["ES + RSign"], args.widths)
+    reference.load_state_dict(plain.state_dict())
+    assert calibrate_thresholds(reference, (train_x[:20] - tool.MEAN) / tool.STD) == 18
+    shifts = [name for name in reference.state_dict() if name.endswith("act_binarizer.shift.bias")]
+    assert len(shifts) == 18 and all(plain.state_dict()[name].eq(0).all() for name in shifts)
+    assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), calibrated.state_dict().values()))
 
 
 def test_tiny_run_stores_runs_and_writes_report(tmp_path, monkeypatch):

@@ -13,6 +13,9 @@ class), the test split only reports. The options (METHOD.md section 2; official 
 * ``act_binarizer='rsign'`` (a learnable shift before each sign, ReActNet), and with it
   the network option ``threshold_spread``: the shifts of the ``tau*tau*g`` copies start at spread normal
   quantiles (:func:`esbnn_plugins.ops.stream.spread_thresholds`, ours), so the copies differ from the first step;
+  or ``calibrated_thresholds``: the same quantiles in units of each channel's own spread, about its mean, measured
+  on the first batch before training (:func:`esbnn_plugins.ops.stream.calibrate_thresholds`, ours; the
+  baseline's thresholds start at its channels' means);
 * a larger expansion, ``expand_ratio`` 3 (stage widths divisible by 3, e.g. ``--widths 24 48 96``) or 4;
 * ``full precision``: real activations and weights, the reference and the two-step recipe's teacher.
 
@@ -58,6 +61,7 @@ from esbnn_plugins.analysis.variants import positive_float, positive_int  # noqa
 from esbnn_plugins.datasets.fashion_mnist import split_indices  # noqa: E402
 from esbnn_plugins.models import ARCHS, ESBinaryResNet  # noqa: E402
 from esbnn_plugins.ops.binarizers import RSign  # noqa: E402
+from esbnn_plugins.ops.stream import calibrate_thresholds  # noqa: E402
 
 OPTION_SETS: Dict[str, dict] = {
     "baseline": dict(expand_ratio=1, es_groups=1),
@@ -73,6 +77,8 @@ OPTION_SETS: Dict[str, dict] = {
     "ES+G": dict(expand_ratio=2, es_groups=2),
     "ES+G + stem norm + widened classifier": dict(expand_ratio=2, es_groups=2, stem_norm_after_expand=True,
                                                  reduce_mode="none"),
+    "baseline + RSign, calibrated thresholds": dict(expand_ratio=1, act_binarizer="rsign", calibrated_thresholds=1.0),
+    "ES + RSign, calibrated thresholds": dict(expand_ratio=2, act_binarizer="rsign", calibrated_thresholds=1.0),
     "ES tau=3 + RSign, spread thresholds": dict(expand_ratio=3, act_binarizer="rsign", threshold_spread=1.0),
     "ES tau=4 + RSign, spread thresholds": dict(expand_ratio=4, act_binarizer="rsign", threshold_spread=1.0),
     "full precision": dict(act_binarizer="real", weight_binarizer="real"),
@@ -83,7 +89,9 @@ SPLITS = {"train": "Train", "val": "Val", "test": "Test"}  # top-1 a run stores,
 
 
 def build(options: dict, widths: Optional[Sequence[int]] = None) -> ESBinaryResNet:
-    return ESBinaryResNet(depth=20, in_channels=1, num_classes=10, widths=widths, **options)
+    """The network of an option set (``calibrated_thresholds`` is applied to it in training, :func:`train_run`)."""
+    network = {key: value for key, value in options.items() if key != "calibrated_thresholds"}
+    return ESBinaryResNet(depth=20, in_channels=1, num_classes=10, widths=widths, **network)
 
 
 def tensors(args: argparse.Namespace, split: str, subset: Optional[int] = None):
@@ -224,6 +232,16 @@ def trained_on(run: dict) -> str:
     return run["device"] + (" (TF32 convolutions)" if tf32 else "")
 
 
+def initial(options: dict, args: argparse.Namespace, train_x: torch.Tensor) -> ESBinaryResNet:
+    """The network of ``options`` on ``--device``, ready to train: with ``calibrated_thresholds``, its thresholds
+    calibrated on the first batch's images, unaugmented (no draw from the run's generator, so the data order
+    and augmentation stay those of the other option sets)."""
+    model = build(options, args.widths).to(args.device)
+    if "calibrated_thresholds" in options:
+        calibrate_thresholds(model, (train_x[:args.batch_size] - MEAN) / STD, options["calibrated_thresholds"])
+    return model
+
+
 def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> dict:
     """One training of option set ``name``; returns its final top-1 on validation, test and its own training images
     (eval mode, no augmentation: how well it fits them) and each epoch's mean training loss. Two-step (METHOD.md
@@ -240,13 +258,13 @@ def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> d
     train_x, train_y = tensors(args, "train", args.train_subset)
     val_x, val_y = tensors(args, "val")
     test_x, test_y = tensors(args, "test")
-    model = build(OPTION_SETS[name], args.widths).to(device)
+    model = initial(OPTION_SETS[name], args, train_x)
     steps = {}
     if args.two_step:
         teacher = build(OPTION_SETS[TEACHER], args.widths).to(device)
         teacher.load_state_dict(torch.load(teacher_weights(seed, args), map_location=device))
         teacher.eval()
-        step1 = build(dict(OPTION_SETS[name], weight_binarizer="real"), args.widths).to(device)
+        step1 = initial(dict(OPTION_SETS[name], weight_binarizer="real"), args, train_x)
         seconds, _ = fit(step1, args, generator, train_x, train_y, teacher)
         steps = dict(step1_val=accuracy(step1, val_x, val_y), teacher_val=accuracy(teacher, val_x, val_y))
         model.load_state_dict(step1.state_dict())
