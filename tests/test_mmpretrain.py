@@ -1,3 +1,4 @@
+import copy
 import pickle
 import subprocess
 import sys
@@ -452,6 +453,75 @@ def test_resume_without_checkpoint_says_so(tmp_path):
     assert (f"WARNING - resume=True but work_dir {str(tmp_path / 'empty')!r} holds no checkpoint"
             in run_log(runner))
     assert "training starts from scratch" in run_log(runner)
+
+
+class RecordThresholds(Hook):
+    """The model's binarisation thresholds when training starts: before every other hook (``HIGHEST``) or after
+    them (``LOWEST``)."""
+
+    def __init__(self, priority):
+        self.priority, self.model, self.shifts = priority, None, None
+
+    def before_train(self, runner):
+        self.model = copy.deepcopy(runner.model)
+        self.shifts = {n: p.detach().clone() for n, p in runner.model.named_parameters() if n.endswith("shift.bias")}
+
+
+def test_threshold_calibration_hook_calibrates_on_a_training_batch_unless_a_checkpoint_is_loaded(tmp_path,
+                                                                                                 monkeypatch):
+    from esbnn_plugins.mmpretrain import hooks
+    from esbnn_plugins.ops.stream import calibrate_thresholds
+
+    seen = []
+
+    def recorded(model, inputs, spread):
+        seen.append((inputs, spread))
+        return calibrate_thresholds(model, inputs, spread)
+
+    monkeypatch.setattr(hooks, "calibrate_thresholds", recorded)
+    cfg = tiny_mnist_cfg(tmp_path, "calibrated")
+    cfg.custom_hooks, cfg.log_level = [dict(type="ThresholdCalibrationHook", spread=0.5)], "INFO"
+    runner = build_runner(cfg)
+    before, after = RecordThresholds("HIGHEST"), RecordThresholds("LOWEST")
+    runner.register_hook(before)
+    runner.register_hook(after)
+    runner.train()
+    (inputs, spread), = seen
+    assert spread == 0.5 and inputs.shape == (8, 1, 28, 28)
+    raw = inputs * runner.model.data_preprocessor.std + runner.model.data_preprocessor.mean
+    assert torch.allclose(raw, raw.round(), atol=1e-4)  # preprocessed digits: normalised 0..255 pixels
+    reference = before.model
+    assert calibrate_thresholds(reference, inputs, 0.5) == 18
+    expected = {n: p for n, p in reference.named_parameters() if n.endswith("shift.bias")}
+    assert expected.keys() == after.shifts.keys()
+    assert all(torch.equal(after.shifts[n], expected[n]) for n in expected)
+    assert all(not torch.equal(after.shifts[n], before.shifts[n]) for n in expected)
+    assert "ThresholdCalibrationHook: 18 binary layers' thresholds calibrated on 8 training images" in run_log(runner)
+
+    trained = torch.load(tmp_path / "epoch_1.pth", map_location="cpu", weights_only=False)["state_dict"]
+    for resume, load_from in ((True, None), (False, str(tmp_path / "epoch_1.pth"))):
+        cfg = tiny_mnist_cfg(tmp_path, "loaded", max_epochs=2)
+        cfg.custom_hooks, cfg.log_level = [dict(type="ThresholdCalibrationHook", spread=0.5)], "INFO"
+        cfg.resume, cfg.load_from = resume, load_from
+        runner = build_runner(cfg)
+        loaded = RecordThresholds("LOWEST")
+        runner.register_hook(loaded)
+        runner.train()
+        assert len(seen) == 1  # the thresholds are the checkpoint's
+        assert all(torch.equal(loaded.shifts[n], trained[n]) for n in loaded.shifts)
+        assert "ThresholdCalibrationHook: the thresholds come from the loaded checkpoint" in run_log(runner)
+
+
+def test_threshold_calibration_hook_names_what_is_wrong(tmp_path):
+    for spread in (0, -1.0, True, "1"):
+        with pytest.raises(ValueError, match=f"ThresholdCalibrationHook: spread must be a number > 0, got {spread!r}"):
+            es_mmpretrain.ThresholdCalibrationHook(spread=spread)
+    cfg = tiny_mnist_cfg(tmp_path, "approx_sign")
+    cfg.model.backbone.update(act_binarizer="approx_sign", threshold_spread=None)
+    cfg.custom_hooks = [dict(type="ThresholdCalibrationHook")]
+    with pytest.raises(ValueError, match="ThresholdCalibrationHook: calibrate_thresholds: layer "
+                                         "'backbone.stages.0.0.conv' binarizes with ApproxSign.*act_binarizer='rsign'"):
+        build_runner(cfg).train()
 
 
 def mnist_teacher_cfg() -> dict:

@@ -12,6 +12,7 @@ from mmpretrain.registry import HOOKS
 from torch import Tensor, nn
 
 from ..ops import HardSign
+from ..ops.stream import calibrate_thresholds
 
 
 def hard_sign_modules(model: nn.Module) -> List[HardSign]:
@@ -108,3 +109,33 @@ class ClassifierCheckHook(Hook):
 
     def before_train(self, runner) -> None:
         check_classifier(runner.model, runner.train_dataloader.dataset)
+
+
+@HOOKS.register_module()
+class ThresholdCalibrationHook(Hook):
+    """Starts the binarisation thresholds (RSign shifts) of every ES binary layer of the model from the first
+    training batch, as preprocessed for training, before the first step
+    (:func:`~esbnn_plugins.ops.stream.calibrate_thresholds`, ours): the ``tau*tau*g`` copies of a channel at
+    ``spread`` times the normal quantiles of that channel's own values, about its mean; at ``tau = g = 1`` the
+    channel's mean. A run that resumes or starts from a checkpoint (``load_from``, e.g. step 2 of the two-step
+    recipe) keeps the thresholds it loads."""
+
+    priority = "VERY_HIGH"
+
+    def __init__(self, spread: float = 1.0) -> None:
+        if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not spread > 0:
+            raise ValueError(f"ThresholdCalibrationHook: spread must be a number > 0, got {spread!r}")
+        self.spread = float(spread)
+
+    def before_train(self, runner) -> None:
+        if runner._has_loaded:  # set by Runner.load_or_resume, which runs before this hook
+            runner.logger.info("ThresholdCalibrationHook: the thresholds come from the loaded checkpoint")
+            return
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        inputs = model.data_preprocessor(next(iter(runner.train_dataloader)), True)["inputs"]
+        try:
+            layers = calibrate_thresholds(model, inputs, self.spread)
+        except ValueError as err:
+            raise ValueError(f"ThresholdCalibrationHook: {err}") from None
+        runner.logger.info(f"ThresholdCalibrationHook: {layers} binary layers' thresholds calibrated on "
+                           f"{len(inputs)} training images (spread {self.spread:g})")
