@@ -1,5 +1,6 @@
-"""MMPretrain adapter: registers ES-BNN backbones (the binary ViT with ES FFNs included), the distillation classifier, the MNIST digits
-and Fashion-MNIST datasets, the temperature-annealing and threshold-calibration hooks, the optimizer constructor and ``ESRunner``.
+"""MMPretrain adapter: registers ES-BNN backbones (the binary ViT with ES FFNs included), the distillation classifier,
+the MNIST digits and Fashion-MNIST datasets, the temperature-annealing and threshold-calibration hooks, the optimizer
+constructor and ``ESRunner``.
 
 Configs load it with ``custom_imports = dict(imports=['esbnn_plugins.mmpretrain'])``.
 """
@@ -17,5 +18,5 @@ from .vit import ESFFN, ESBinaryViT
 
 __all__ = ["ESBinaryResNet", "ESBNext", "ESReActNet", "MNISTDigits", "FashionMNISTSplit", "DistillImageClassifier",
            "build_teacher", "load_teacher_weights", "student_config", "ClassifierCheckHook",
-           "TemperatureAnnealingHook", "ThresholdCalibrationHook", "check_classifier", "hard_sign_modules", "ESOptimWrapperConstructor",
-           "ESRunner", "check_data_paths", "ESFFN", "ESBinaryViT"]
+           "TemperatureAnnealingHook", "ThresholdCalibrationHook", "check_classifier", "hard_sign_modules",
+           "ESOptimWrapperConstructor", "ESRunner", "check_data_paths", "ESFFN", "ESBinaryViT"]

@@ -112,7 +112,9 @@ def _copy_quantiles(layer: nn.Module, name: str, spread: float) -> Tensor:
 
 
 def _es_binary_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
-    return [(name, layer) for name, layer in model.named_modules() if isinstance(layer, (ESBinaryConv2d, ESBinaryLinear))]
+    """The ES binary layers of ``model`` (convs and linears), named, in module order."""
+    return [(name, layer) for name, layer in model.named_modules()
+            if isinstance(layer, (ESBinaryConv2d, ESBinaryLinear))]
 
 
 def spread_thresholds(model: nn.Module, spread: float) -> int:
