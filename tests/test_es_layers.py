@@ -253,6 +253,16 @@ def test_calibrated_thresholds_of_the_baseline_are_its_channel_means():
         calibrate_thresholds(ESBinaryResNet(depth=20, in_channels=1, num_classes=10), x)
 
 
+def test_calibrated_thresholds_of_an_unbatched_conv_input_are_per_channel():
+    from esbnn_plugins.ops.stream import calibrate_thresholds
+
+    torch.manual_seed(0)
+    layer = ESBinaryConv2d(4, 4, 3, padding=1, act_binarizer="rsign")
+    x = torch.randn(4, 6, 6) + torch.arange(4.0).view(4, 1, 1)  # (C, H, W), a different mean per channel
+    assert calibrate_thresholds(layer, x) == 1
+    torch.testing.assert_close(layer.act_binarizer.shift.bias, -x.mean((1, 2)))
+
+
 def test_networks_take_threshold_spread_and_name_what_is_wrong():
     from esbnn_plugins.models import ESBinaryResNet, ESReActNet
     from esbnn_plugins.ops.stream import spread_thresholds

@@ -158,7 +158,7 @@ def calibrate_thresholds(model: nn.Module, inputs: Tensor, spread: float = 1.0) 
 
     def calibrate(layer: nn.Module, args: tuple) -> None:
         x = args[0]
-        feature_dim = 1 if isinstance(layer, ESBinaryConv2d) and x.dim() == 4 else x.dim() - 1
+        feature_dim = x.dim() - (3 if isinstance(layer, ESBinaryConv2d) else 1)  # (N,) C, H, W or (..., features)
         values = x.movedim(feature_dim, -1).reshape(-1, x.shape[feature_dim]).float()
         thresholds = values.mean(0) + values.std(0) * quantiles[layer].to(values)
         layer.act_binarizer.shift.bias.copy_(-thresholds)
