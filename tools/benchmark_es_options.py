@@ -232,11 +232,11 @@ def trained_on(run: dict) -> str:
     return run["device"] + (" (TF32 convolutions)" if tf32 else "")
 
 
-def initial(options: dict, args: argparse.Namespace, train_x: torch.Tensor) -> ESBinaryResNet:
-    """The network of ``options`` on ``--device``, ready to train: with ``calibrated_thresholds``, its thresholds
-    calibrated on the first batch's images, unaugmented (no draw from the run's generator, so the data order
-    and augmentation stay those of the other option sets)."""
-    model = build(options, args.widths).to(args.device)
+def calibrated(model: ESBinaryResNet, options: dict, args: argparse.Namespace,
+               train_x: torch.Tensor) -> ESBinaryResNet:
+    """``model`` ready to train: with ``calibrated_thresholds`` in ``options``, its thresholds calibrated on the
+    first batch's images, unaugmented (no draw from the run's generator, so the data order and augmentation stay
+    those of the other option sets)."""
     if "calibrated_thresholds" in options:
         calibrate_thresholds(model, (train_x[:args.batch_size] - MEAN) / STD, options["calibrated_thresholds"])
     return model
@@ -258,20 +258,21 @@ def train_run(name: str, seed: int, args: argparse.Namespace, threads: int) -> d
     train_x, train_y = tensors(args, "train", args.train_subset)
     val_x, val_y = tensors(args, "val")
     test_x, test_y = tensors(args, "test")
-    model = initial(OPTION_SETS[name], args, train_x)
+    model = build(OPTION_SETS[name], args.widths).to(device)
     steps = {}
     if args.two_step:
         teacher = build(OPTION_SETS[TEACHER], args.widths).to(device)
         teacher.load_state_dict(torch.load(teacher_weights(seed, args), map_location=device))
         teacher.eval()
-        step1 = initial(dict(OPTION_SETS[name], weight_binarizer="real"), args, train_x)
+        step1_options = dict(OPTION_SETS[name], weight_binarizer="real")
+        step1 = calibrated(build(step1_options, args.widths).to(device), step1_options, args, train_x)
         seconds, _ = fit(step1, args, generator, train_x, train_y, teacher)
         steps = dict(step1_val=accuracy(step1, val_x, val_y), teacher_val=accuracy(teacher, val_x, val_y))
         model.load_state_dict(step1.state_dict())
         step2_seconds, losses = fit(model, args, generator, train_x, train_y, teacher)
         seconds += step2_seconds
     else:
-        seconds, losses = fit(model, args, generator, train_x, train_y)
+        seconds, losses = fit(calibrated(model, OPTION_SETS[name], args, train_x), args, generator, train_x, train_y)
         if name == TEACHER:
             teacher_weights(seed, args).parent.mkdir(parents=True, exist_ok=True)
             torch.save(model.state_dict(), teacher_weights(seed, args))
