@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -261,6 +263,19 @@ def test_calibrated_thresholds_of_an_unbatched_conv_input_are_per_channel():
     x = torch.randn(4, 6, 6) + torch.arange(4.0).view(4, 1, 1)  # (C, H, W), a different mean per channel
     assert calibrate_thresholds(layer, x) == 1
     torch.testing.assert_close(layer.act_binarizer.shift.bias, -x.mean((1, 2)))
+
+
+@pytest.mark.parametrize("spread", [0, -1.0, float("nan"), True, "1", None])
+def test_thresholds_refuse_a_spread_that_is_not_a_number_above_zero(spread):
+    from esbnn_plugins.ops.stream import calibrate_thresholds, spread_thresholds
+
+    layer = ESBinaryConv2d(4, 4, 3, padding=1, expand_ratio=2, act_binarizer="rsign")
+    before = layer.act_binarizer.shift.bias.clone()
+    for function, args in ((spread_thresholds, ()), (calibrate_thresholds, (torch.randn(2, 4, 6, 6),))):
+        with pytest.raises(ValueError, match=f"{function.__name__}: spread must be a number > 0, got "
+                                             f"{re.escape(repr(spread))}"):
+            function(layer, *args, spread)
+    assert torch.equal(layer.act_binarizer.shift.bias, before)
 
 
 def test_networks_take_threshold_spread_and_name_what_is_wrong():

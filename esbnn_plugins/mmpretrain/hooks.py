@@ -12,7 +12,7 @@ from mmpretrain.registry import HOOKS
 from torch import Tensor, nn
 
 from ..ops import HardSign
-from ..ops.stream import calibrate_thresholds
+from ..ops.stream import calibrate_thresholds, check_spread
 
 
 def hard_sign_modules(model: nn.Module) -> List[HardSign]:
@@ -123,9 +123,7 @@ class ThresholdCalibrationHook(Hook):
     priority = "VERY_HIGH"
 
     def __init__(self, spread: float = 1.0) -> None:
-        if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not spread > 0:
-            raise ValueError(f"ThresholdCalibrationHook: spread must be a number > 0, got {spread!r}")
-        self.spread = float(spread)
+        self.spread = check_spread("ThresholdCalibrationHook", spread)
 
     def before_train(self, runner) -> None:
         if runner._has_loaded:  # set by Runner.load_or_resume, which runs before this hook

@@ -6,7 +6,7 @@ from typing import Callable, Optional, Sequence, Tuple
 from torch import Tensor, nn
 
 from ..ops import expand, reduce
-from ..ops.stream import REDUCE_MODES, spread_thresholds
+from ..ops.stream import REDUCE_MODES, check_spread, spread_thresholds
 
 NETWORK_REDUCE_MODES = (*REDUCE_MODES, "none")
 """How a network hands its widened stream on: a :func:`~esbnn_plugins.ops.reduce` mode, or ``"none"``: the
@@ -29,9 +29,7 @@ def build_in(where: str, build: Callable[..., nn.Module], *args, **kwargs) -> nn
 
 def check_threshold_spread(owner: str, spread: Optional[float]) -> Optional[float]:
     """``spread`` if it is a number > 0 or ``None`` (off); else an error naming ``owner``."""
-    if spread is not None and (isinstance(spread, bool) or not isinstance(spread, (int, float)) or spread <= 0):
-        raise ValueError(f"{owner}: threshold_spread must be a number > 0 or None, got {spread!r}")
-    return spread
+    return check_spread(owner, spread, "threshold_spread", optional=True)
 
 
 def apply_threshold_spread(owner: str, module: nn.Module, spread: Optional[float]) -> None:

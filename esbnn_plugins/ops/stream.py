@@ -1,7 +1,7 @@
 """Widening the feature stream after the stem and narrowing it before the head (METHOD.md section 2)."""
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -99,6 +99,16 @@ class ESReduce(nn.Module):
         return f"expand_ratio={self.expand_ratio}, es_groups={self.es_groups}, mode={self.mode!r}, dim={self.dim}"
 
 
+def check_spread(owner: str, spread: object, setting: str = "spread", optional: bool = False) -> Optional[float]:
+    """``spread`` as a float if it is a number > 0 (``None`` too where ``optional``: off); else an error naming
+    ``owner`` and ``setting``."""
+    if spread is None and optional:
+        return None
+    if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not spread > 0:
+        raise ValueError(f"{owner}: {setting} must be a number > 0{' or None' if optional else ''}, got {spread!r}")
+    return float(spread)
+
+
 def _copy_quantiles(layer: nn.Module, name: str, spread: float) -> Tensor:
     """``spread * Phi^-1((r + 1/2) / R)`` for each input feature of ``layer``, ``r`` its block among the layer's
     ``R = tau*tau*g`` input blocks (normal quantiles); an error naming ``name`` where the layer has no learnable
@@ -124,6 +134,7 @@ def spread_thresholds(model: nn.Module, spread: float) -> int:
     so together they code a real input with ``R + 1`` levels instead of one sign. Ours, not the paper's: at
     the usual zero init the copies enter every binary layer identical (METHOD.md section 2) and differ only
     once the per-copy BN affines have moved apart. Returns the number of layers initialised."""
+    check_spread("spread_thresholds", spread)
     count = 0
     for name, layer in _es_binary_layers(model):
         if layer.replicas == 1:
@@ -148,6 +159,7 @@ def calibrate_thresholds(model: nn.Module, inputs: Tensor, spread: float = 1.0) 
     channel sit at the same normal quantiles of that channel's distribution at every depth, however its scale
     grows along the residual stream (:func:`spread_thresholds` places them in absolute units); with ``R = 1``
     the threshold is the channel's mean. Ours, not the paper's. Returns the number of layers calibrated."""
+    check_spread("calibrate_thresholds", spread)
     layers = _es_binary_layers(model)
     quantiles = {}
     for name, layer in layers:
