@@ -132,6 +132,9 @@ def test_two_step_configs_chain_teacher_step1_step2():
         assert step1.model.teacher.checkpoint == (f"work_dirs/{Path(step1.model.teacher.model).stem}/"
                                                   f"epoch_{teacher.train_cfg.max_epochs}.pth")
         assert teacher.model.backbone.act_binarizer == teacher.model.backbone.weight_binarizer == "real"
+        for binary in (one_step, step1, step2):
+            assert [h.type for h in binary.custom_hooks] == ["ThresholdCalibrationHook"]
+        assert not teacher.get("custom_hooks")
 
 
 def run(args, cwd):
@@ -148,6 +151,7 @@ def test_stock_train_script_and_two_step_tool_on_tiny_files(tmp_path):
     out = run([TRAIN_PY, CONFIGS / "es-resnet20-tau2_1xb128_fashion-mnist.py", "--work-dir", tmp_path / "one",
                "--cfg-options", *tiny], ROOT)
     assert "accuracy/top1" in out and (tmp_path / "one" / "epoch_1.pth").is_file()
+    assert "ThresholdCalibrationHook: 18 binary layers' thresholds calibrated on 8 training images" in out
 
     tool = [ROOT / "tools" / "train_two_step.py", CONFIGS / "es-resnet20-tau2_kd-step2_1xb128_fashion-mnist.py",
             "--work-root", tmp_path / "runs", "--cfg-options", *tiny]
@@ -156,6 +160,9 @@ def test_stock_train_script_and_two_step_tool_on_tiny_files(tmp_path):
              "es-resnet20-tau2_kd-step2_1xb128_fashion-mnist"]
     assert all((tmp_path / "runs" / name / "epoch_1.pth").is_file() for name in names)
     assert "step 2 test metrics: {'accuracy/top1'" in out
+    # step 1 calibrates its thresholds on its first batch; step 2 starts from step 1's learned ones
+    assert out.count("thresholds calibrated on 8 training images") == 1
+    assert out.count("ThresholdCalibrationHook: the thresholds come from the loaded checkpoint") == 1
     out = run(tool, ROOT)  # everything done: three skips, then the test of step 2
     assert out.count("exists, skipped") == 3 and "step 2 test metrics" in out
 

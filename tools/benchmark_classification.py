@@ -362,7 +362,7 @@ def fashion_vit_report(args: argparse.Namespace, parser: argparse.ArgumentParser
     plot_curves(curves, curves_png)
     spread = ("" if args.threshold_spread is None else
               f" Spread thresholds: the ES FFN copies' RSign thresholds start {args.threshold_spread:g} x normal "
-              "quantiles apart (`threshold_spread`, ours, as in the ResNet-20 Fashion-MNIST configs).")
+              "quantiles apart (`threshold_spread`, ours).")
     return (
         "## Fashion-MNIST: baseline vs ES binary ViT (ES FFN) at equal OPs\n\n"
         f"Written by `tools/benchmark_classification.py --data fashion-vit` on {time.strftime('%Y-%m-%d')} "
