@@ -40,8 +40,12 @@ def test_profile_tool(tmp_path):
                    "--top", "4", "--threads", "1", "--before", str(ROOT), "--out", str(tmp_path / "speed.md"))
     assert "ES tau=2 / baseline" in out and "aten::convolution_backward" in out and "before / baseline" in out
     text = (tmp_path / "speed.md").read_text()
-    capability = torch.backends.cpu.get_cpu_capability()
+    from profile_es import cpu_label  # the ISA, and AMX where the CPU has it
+
+    capability = cpu_label()
+    assert capability.startswith(torch.backends.cpu.get_cpu_capability())
     assert f"ResNet-20, 8x8x1, batch 2, 1 thread(s), {capability}, median of 1 interleaved rounds" in text
+    assert f"<!-- benchmark:resnet20-8x8x1-batch2-threads1-{capability.lower().replace(', ', '-')} -->" in text
     assert "| total (profiled) |" in text and "Saved for backward (MiB)" in text
     # per-round ratios to the baseline: the baseline's own are exactly 1 in every round
     assert "| Network | before (ms) | before / baseline | range | now (ms) | now / baseline | range |" in text

@@ -56,6 +56,18 @@ def load_models(root: Path) -> ModuleType:
     return importlib.import_module("esbnn_before.models")
 
 
+def cpu_label() -> str:
+    """The ISA PyTorch dispatches to, plus ", AMX" on CPUs with AMX tiles (Sapphire Rapids and later): ES's
+    convolutions against the baseline's differ between AVX-512 CPUs with and without them (speed.md), so
+    their sections keep apart."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:  # not Linux
+        flags = []
+    return capability + (", AMX" if "amx_tile" in flags else "")
+
+
 def memory_format(args: argparse.Namespace) -> torch.memory_format:
     return torch.channels_last if args.channels_last else torch.contiguous_format
 
@@ -272,7 +284,7 @@ def main() -> None:
     memory_headers = ["Network", "Saved for backward (MiB)", "Ratio"]
     memory_rows = [[label, saved[label], saved[label] / saved[labels[0]]] for label in labels]
     layout = ", channels_last" if args.channels_last else ""
-    capability = torch.backends.cpu.get_cpu_capability()  # ES's convs and the kernels' loops differ per ISA
+    capability = cpu_label()  # ES's convs and the kernels' loops differ per ISA and CPU generation
     title = (f"ResNet-{args.depth}, {size}x{size}x{args.in_channels}{layout}, batch {args.batch}, "
              f"{args.threads} thread(s), {capability}, median of {args.steps} interleaved rounds")
     # compiled steps list generated kernels by graph hash: only their split into convolutions and the rest
@@ -305,7 +317,7 @@ def main() -> None:
                  f"an odd multiple of 8 kernels, which on AVX-512 folds pairs of samples into two conv groups):"
                  f"\n\n{format_table(*shapes, markdown=True)}\n")
         key = (f"resnet{args.depth}-{size}x{size}x{args.in_channels}{'-channels-last' if args.channels_last else ''}"
-               f"-batch{args.batch}-threads{args.threads}-{capability.lower()}")
+               f"-batch{args.batch}-threads{args.threads}-{capability.lower().replace(', ', '-')}")
         write_section(args.out, key, body, title="What ES costs in training time and memory")
         print(f"wrote {args.out}")
 
