@@ -271,10 +271,12 @@ def fashion_report(args: argparse.Namespace, parser: argparse.ArgumentParser, ou
     curves_png, ops_png = out.with_name(out.stem + "_fashion_curves.png"), out.with_name(out.stem + "_fashion_ops.png")
     plot_curves(curves, curves_png)
     plot_accuracy_vs_ops(points, ops_png)
+    hooks = [hook["type"] for hook in Config.fromfile(str(FASHION["one_step"])).get("custom_hooks", [])]
     return (
         "## Fashion-MNIST: full precision, baseline, ES and ES+G\n\n"
         f"Written by `tools/benchmark_classification.py --data fashion` on {time.strftime('%Y-%m-%d')} "
-        f"({torch.get_num_threads()} CPU threads). Binary ResNet-20 (Bi-Real units with the configs' binarizers; the "
+        f"({torch.get_num_threads()} CPU threads, {torch.backends.cpu.get_cpu_capability()}). Binary ResNet-20 "
+        f"(Bi-Real units with the configs' binarizers{' and custom hooks: ' + ', '.join(hooks) if hooks else ''}; the "
         f"full-precision network is the same with real activations and weights), MMPretrain runner, recipes of "
         f"`configs/mmpretrain/*_fashion-mnist.py`: {epochs} epochs per training (two-step: {epochs} + {epochs}), "
         f"batch {args.batch_size}, training subset {args.train_subset} of {train_size} images, validation "
