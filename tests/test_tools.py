@@ -40,7 +40,7 @@ def test_profile_tool(tmp_path):
                    "--top", "4", "--threads", "1", "--before", str(ROOT), "--out", str(tmp_path / "speed.md"))
     assert "ES tau=2 / baseline" in out and "aten::convolution_backward" in out and "before / baseline" in out
     text = (tmp_path / "speed.md").read_text()
-    from profile_es import cpu_label  # the ISA, and AMX where the CPU has it
+    from esbnn_plugins.analysis import cpu_label  # the ISA, and AMX where the CPU has it
 
     capability = cpu_label()
     assert capability.startswith(torch.backends.cpu.get_cpu_capability())

@@ -36,7 +36,8 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import RUNNERS, init_default_scope
 
 import esbnn_plugins.mmpretrain  # noqa: F401
-from esbnn_plugins.analysis import complexity, format_table, seed_spread, stored_run, text_digest, write_section
+from esbnn_plugins.analysis import (complexity, cpu_label, format_table, seed_spread, stored_run, text_digest,
+                                    write_section)
 from esbnn_plugins.analysis.variants import backbone_variant, parse_variant, positive_int, variant_label
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,7 +276,7 @@ def fashion_report(args: argparse.Namespace, parser: argparse.ArgumentParser, ou
     return (
         "## Fashion-MNIST: full precision, baseline, ES and ES+G\n\n"
         f"Written by `tools/benchmark_classification.py --data fashion` on {time.strftime('%Y-%m-%d')} "
-        f"({torch.get_num_threads()} CPU threads, {torch.backends.cpu.get_cpu_capability()}). Binary ResNet-20 "
+        f"({torch.get_num_threads()} CPU threads, {cpu_label()}). Binary ResNet-20 "
         f"(Bi-Real units with the configs' binarizers{' and custom hooks: ' + ', '.join(hooks) if hooks else ''}; the "
         f"full-precision network is the same with real activations and weights), MMPretrain runner, recipes of "
         f"`configs/mmpretrain/*_fashion-mnist.py`: {epochs} epochs per training (two-step: {epochs} + {epochs}), "

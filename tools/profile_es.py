@@ -36,7 +36,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from esbnn_plugins import models as current_models
-from esbnn_plugins.analysis import format_table
+from esbnn_plugins.analysis import cpu_label, format_table
 from esbnn_plugins.analysis.table import write_section
 from esbnn_plugins.analysis.variants import add_model_args, input_size, positive_int, variant_label
 
@@ -54,18 +54,6 @@ def load_models(root: Path) -> ModuleType:
     sys.modules["esbnn_before"] = module
     spec.loader.exec_module(module)
     return importlib.import_module("esbnn_before.models")
-
-
-def cpu_label() -> str:
-    """The ISA PyTorch dispatches to, plus ", AMX" on CPUs with AMX tiles (Sapphire Rapids and later): ES's
-    convolutions against the baseline's differ between AVX-512 CPUs with and without them (speed.md), so
-    their sections keep apart."""
-    capability = torch.backends.cpu.get_cpu_capability()
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:  # not Linux
-        flags = []
-    return capability + (", AMX" if "amx_tile" in flags else "")
 
 
 def memory_format(args: argparse.Namespace) -> torch.memory_format:

@@ -1,4 +1,5 @@
-"""Benchmark runs stored with their settings, so a later benchmark call reuses a finished training run."""
+"""Benchmark runs stored with their settings, so a later benchmark call reuses a finished training run; the CPU a
+timing ran on."""
 from __future__ import annotations
 
 import hashlib
@@ -6,6 +7,20 @@ import json
 import statistics
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
+
+import torch
+
+
+def cpu_label() -> str:
+    """The ISA PyTorch dispatches to, plus ", AMX" on CPUs with AMX tiles (Sapphire Rapids and later): ES's
+    convolutions against the baseline's differ between AVX-512 CPUs with and without them (speed.md), so a
+    timing names the one it ran on."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:  # not Linux
+        flags = []
+    return capability + (", AMX" if "amx_tile" in flags else "")
 
 
 def seed_spread(values: Sequence[float]) -> float:
