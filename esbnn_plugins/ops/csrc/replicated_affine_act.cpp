@@ -136,92 +136,99 @@ struct Rows {
   }
 };
 
-// A pixel's R copies of its K unique values, the widened row the loops below run over in one pass of C.
-template <typename T>
-inline void replicate_row(const T* __restrict__ src, T* __restrict__ row, int64_t K, int64_t R) {
-  for (int64_t r = 0; r < R; ++r) std::copy(src, src + K, row + r * K);
+// One copy (replica r) of a pixel's K unique values, forward: the widened channels r * K .. r * K + K - 1.
+template <typename T, bool RES, bool SLOPE, bool SKIP>
+inline __attribute__((always_inline)) void forward_copy_nhwc(const T* __restrict__ src, const T* __restrict__ sc,
+                                                              const T* __restrict__ sh, const T* __restrict__ sl,
+                                                              const T* __restrict__ os, const T* __restrict__ res,
+                                                              const T* __restrict__ sk, T* __restrict__ dst,
+                                                              int64_t K) {
+#pragma omp simd
+  for (int64_t k = 0; k < K; ++k) {
+    T x = sh[k] + src[k] * sc[k];
+    if (RES) x += res[k];
+    if (SLOPE) x = x > T(0) ? x : sl[k] * x;
+    x += os[k];
+    if (SKIP) x += sk[k];
+    dst[k] = x;
+  }
 }
 
 template <typename T, bool RES, bool SLOPE, bool SKIP>
 inline __attribute__((always_inline)) void forward_tasks_nhwc(const Args<T>& a, int64_t begin, int64_t end) {
-  std::vector<T> buffer(a.C);
-  T* __restrict__ row = buffer.data();
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / a.blocks, first = (task % a.blocks) * a.block;
     const int64_t last = std::min(first + a.block, a.HW);
     const Rows<T> p(a, n);
-    const T* __restrict__ sc = p.scale.data();
-    const T* __restrict__ sh = p.shift.data();
-    const T* __restrict__ sl = p.slope.data();
-    const T* __restrict__ os = p.out_shift.data();
     for (int64_t i = first; i < last; ++i) {
       const int64_t pixel = n * a.HW + i;
-      replicate_row(a.v + pixel * a.K, row, a.K, a.R);
-      const T* __restrict__ res = RES ? a.residual + pixel * a.C : nullptr;
-      const T* __restrict__ sk = SKIP ? a.skip + pixel * a.C : nullptr;
-      T* __restrict__ dst = a.out + pixel * a.C;
-#pragma omp simd
-      for (int64_t c = 0; c < a.C; ++c) {
-        T x = sh[c] + row[c] * sc[c];
-        if (RES) x += res[c];
-        if (SLOPE) x = x > T(0) ? x : sl[c] * x;
-        x += os[c];
-        if (SKIP) x += sk[c];
-        dst[c] = x;
+      const T* src = a.v + pixel * a.K;
+      for (int64_t r = 0, c = 0; r < a.R; ++r, c += a.K) {
+        const int64_t at_c = pixel * a.C + c;
+        forward_copy_nhwc<T, RES, SLOPE, SKIP>(src, p.scale.data() + c, p.shift.data() + c, p.slope.data() + c,
+                                              p.out_shift.data() + c, RES ? a.residual + at_c : nullptr,
+                                              SKIP ? a.skip + at_c : nullptr, a.out + at_c, a.K);
       }
     }
   }
 }
 
+// One copy of a pixel, backward: the gradient before the activation, the four sums, and the copy's share of
+// grad_v (the first copy writes it, the others add: ACC).
+template <typename T, bool RES, bool SLOPE, bool ACC>
+inline __attribute__((always_inline)) void backward_copy_nhwc(
+    const T* __restrict__ src, const T* __restrict__ g, const T* __restrict__ res, const T* __restrict__ sc,
+    const T* __restrict__ sh, const T* __restrict__ sl, T* __restrict__ s_scale, T* __restrict__ s_shift,
+    T* __restrict__ s_slope, T* __restrict__ s_out, T* __restrict__ pre, T* __restrict__ dv, int64_t K) {
+#pragma omp simd
+  for (int64_t k = 0; k < K; ++k) {
+    T x = sh[k] + src[k] * sc[k];
+    if (RES) x += res[k];
+    const T gk = g[k];
+    T d = gk;
+    if (SLOPE) {
+      s_slope[k] += x > T(0) ? T(0) : gk * x;
+      d = x > T(0) ? gk : sl[k] * gk;
+    }
+    s_out[k] += gk;
+    s_shift[k] += d;
+    s_scale[k] += d * src[k];
+    if (RES) pre[k] = d;
+    dv[k] = ACC ? dv[k] + d * sc[k] : d * sc[k];
+  }
+}
+
 template <typename T, bool RES, bool SLOPE>
 inline __attribute__((always_inline)) void backward_tasks_nhwc(const Args<T>& a, int64_t begin, int64_t end) {
-  std::vector<T> buffer(2 * a.C);
-  T* __restrict__ row = buffer.data();
-  T* __restrict__ share = row + a.C;  // d * scale per widened channel, summed over the copies into grad_v
   for (int64_t task = begin; task < end; ++task) {
     const int64_t n = task / a.blocks, block = task % a.blocks, first = block * a.block;
     const int64_t last = std::min(first + a.block, a.HW);
     const Rows<T> p(a, n);
-    const T* __restrict__ sc = p.scale.data();
-    const T* __restrict__ sh = p.shift.data();
-    const T* __restrict__ sl = p.slope.data();
     // this task's sums: partial[block][0..3][n][C] (scale, shift, slope, out_shift)
-    T* __restrict__ s_scale = a.g_scale + (block * 4 * a.N + n) * a.C;
-    T* __restrict__ s_shift = s_scale + a.N * a.C;
-    T* __restrict__ s_slope = s_shift + a.N * a.C;
-    T* __restrict__ s_out = s_slope + a.N * a.C;
+    T* s_scale = a.g_scale + (block * 4 * a.N + n) * a.C;
+    T* s_shift = s_scale + a.N * a.C;
+    T* s_slope = s_shift + a.N * a.C;
+    T* s_out = s_slope + a.N * a.C;
     std::fill(s_scale, s_scale + a.C, T(0));
     std::fill(s_shift, s_shift + a.C, T(0));
     std::fill(s_slope, s_slope + a.C, T(0));
     std::fill(s_out, s_out + a.C, T(0));
     for (int64_t i = first; i < last; ++i) {
       const int64_t pixel = n * a.HW + i;
-      replicate_row(a.v + pixel * a.K, row, a.K, a.R);
-      const T* __restrict__ g = a.grad + pixel * a.C;
-      const T* __restrict__ res = RES ? a.residual + pixel * a.C : nullptr;
-      T* __restrict__ pre = RES ? a.grad_pre + pixel * a.C : nullptr;
-#pragma omp simd
-      for (int64_t c = 0; c < a.C; ++c) {
-        T x = sh[c] + row[c] * sc[c];
-        if (RES) x += res[c];
-        const T gc = g[c];
-        T d = gc;
-        if (SLOPE) {
-          s_slope[c] += x > T(0) ? T(0) : gc * x;
-          d = x > T(0) ? gc : sl[c] * gc;
-        }
-        s_out[c] += gc;
-        s_shift[c] += d;
-        s_scale[c] += d * row[c];
-        if (RES) pre[c] = d;
-        share[c] = d * sc[c];
-      }
-      T* __restrict__ dv = a.grad_v + pixel * a.K;
-      std::copy(share, share + a.K, dv);
-      for (int64_t r = 1; r < a.R; ++r) {
-        const T* __restrict__ part = share + r * a.K;
-#pragma omp simd
-        for (int64_t k = 0; k < a.K; ++k) dv[k] += part[k];
+      const T* src = a.v + pixel * a.K;
+      T* dv = a.grad_v + pixel * a.K;
+      for (int64_t r = 0, c = 0; r < a.R; ++r, c += a.K) {
+        const int64_t at_c = pixel * a.C + c;
+        const T* res = RES ? a.residual + at_c : nullptr;
+        T* pre = RES ? a.grad_pre + at_c : nullptr;
+        if (r == 0)
+          backward_copy_nhwc<T, RES, SLOPE, false>(src, a.grad + at_c, res, p.scale.data() + c, p.shift.data() + c,
+                                                   p.slope.data() + c, s_scale + c, s_shift + c, s_slope + c,
+                                                   s_out + c, pre, dv, a.K);
+        else
+          backward_copy_nhwc<T, RES, SLOPE, true>(src, a.grad + at_c, res, p.scale.data() + c, p.shift.data() + c,
+                                                  p.slope.data() + c, s_scale + c, s_shift + c, s_slope + c,
+                                                  s_out + c, pre, dv, a.K);
       }
     }
   }
